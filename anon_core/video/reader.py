@@ -1,0 +1,165 @@
+"""Video -> clips: the one entry point the rest of anonvid uses to decode.
+
+    for clip in iter_clips("s3://bucket/v.mp4", ClipSpec(num_frames=16, stride=2, size=112)):
+        clip.frames  # (T, S, S, 3) uint8
+
+Memory holds one clip at a time (plus the decoder's own buffers), whatever the video's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import BACKENDS, Backend, _BackendOpenError, decord_frames, pyav_frames
+from .errors import DecodeFailure, VideoDecodeError
+from .sampling import ClipSpec, center_crop, clip_frame_indices, plan_clip_starts, resized_size
+from .source import MAX_PIXELS, VideoMeta, open_source, probe
+
+
+@dataclass(frozen=True)
+class Clip:
+    index: int  # 0..n_clips-1 within this video
+    start_frame: int
+    start_s: float
+    end_s: float  # end of the clip's last frame
+    frames: np.ndarray  # (T, S, S, 3) uint8
+
+
+def _shortfall_tolerance(meta: VideoMeta) -> int:
+    # Containers without a frame count (webm) give duration x fps, which can be off by a frame or two; falling short
+    # of that estimate is not damage. Falling short of an exact index count is.
+    return 0 if meta.frame_count_exact else max(2, int(0.02 * meta.num_frames))
+
+
+class VideoClipReader:
+    """Opens one video, exposes its metadata, and yields its clips.
+
+    backend: "decord" (default) or "pyav"; with `fallback`, a file decord cannot open is read with PyAV instead.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        spec: ClipSpec | None = None,
+        backend: Backend = "decord",
+        *,
+        fallback: bool = True,
+        num_threads: int = 1,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.uri = str(uri)
+        self.spec = spec or ClipSpec()
+        self.backend = backend
+        self.fallback = fallback
+        self.num_threads = num_threads
+        self.max_pixels = max_pixels
+        self.meta: VideoMeta | None = None
+        self.used_backend: str | None = None
+
+    def clips(self) -> Iterator[Clip]:
+        spec = self.spec
+        with open_source(self.uri, need_path=self.backend == "decord") as src:
+            meta = self.meta = probe(src, self.uri, self.max_pixels)
+            starts = plan_clip_starts(meta.num_frames, spec)
+            if len(starts) == 0:
+                raise VideoDecodeError(
+                    DecodeFailure.TOO_SHORT, self.uri, f"{meta.num_frames} frames, one clip needs {spec.span}"
+                )
+            indices = clip_frame_indices(starts, spec)  # (n_clips, T)
+            wanted = indices.reshape(-1).tolist()
+            w, h = resized_size(meta.width, meta.height, spec.size)
+            frames = self._open_frames(src, wanted, w, h)
+            yield from self._assemble(frames, starts, indices, meta)
+
+    def _open_frames(self, src, wanted, w, h) -> Iterator[tuple[int, np.ndarray]]:
+        order = [self.backend] + (["pyav"] if self.fallback and self.backend == "decord" else [])
+        last: VideoDecodeError | None = None
+        for name in order:
+            gen = (
+                decord_frames(src, wanted, w, h, self.uri, self.num_threads)
+                if name == "decord"
+                else pyav_frames(src, wanted, w, h, self.uri, self.num_threads)
+            )
+            try:
+                first = next(gen, None)  # opening happens on first next(); a failure there may fall back
+            except _BackendOpenError as e:
+                last = e.error
+                continue
+            self.used_backend = name
+            return _prepend(first, gen)
+        assert last is not None
+        raise last
+
+    def _assemble(self, frames, starts, indices, meta: VideoMeta) -> Iterator[Clip]:
+        spec = self.spec
+        T = spec.num_frames
+        buf = np.empty((T, spec.size, spec.size, 3), dtype=np.uint8)
+        clip_i, slot, seen = 0, 0, 0
+        for idx, frame in frames:
+            assert idx == indices[clip_i, slot], "backend returned frames out of order"
+            buf[slot] = center_crop(frame, spec.size)
+            seen = idx + 1
+            slot += 1
+            if slot == T:
+                start = int(starts[clip_i])
+                yield Clip(
+                    index=clip_i,
+                    start_frame=start,
+                    start_s=start / meta.fps,
+                    end_s=(start + spec.span) / meta.fps,
+                    frames=buf.copy(),
+                )
+                clip_i, slot = clip_i + 1, 0
+        if clip_i == len(starts):
+            return
+        # The stream ended before the planned clips did.
+        missing = meta.num_frames - seen
+        if seen == 0:
+            raise VideoDecodeError(DecodeFailure.NO_FRAMES, self.uri, "no frame could be decoded")
+        if missing > _shortfall_tolerance(meta):
+            raise VideoDecodeError(
+                DecodeFailure.TRUNCATED, self.uri, f"stream ended near frame {seen} of {meta.num_frames}"
+            )
+        if clip_i == 0:
+            raise VideoDecodeError(DecodeFailure.TOO_SHORT, self.uri, f"only {seen} frames decoded")
+
+
+def _prepend(first, gen) -> Iterator:
+    if first is not None:
+        yield first
+    yield from gen
+
+
+def iter_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = "decord", **kwargs) -> Iterator[Clip]:
+    """Clips of one video, one at a time. Raises VideoDecodeError (possibly after some clips were yielded)."""
+    yield from VideoClipReader(uri, spec, backend, **kwargs).clips()
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    meta: VideoMeta
+    clips: np.ndarray  # (n_clips, T, S, S, 3) uint8
+    start_frames: np.ndarray  # (n_clips,)
+    start_s: np.ndarray
+    end_s: np.ndarray
+    backend: str
+
+
+def read_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = "decord", **kwargs) -> DecodedVideo:
+    """All clips of one video stacked. Use iter_clips for long videos without max_clips."""
+    reader = VideoClipReader(uri, spec, backend, **kwargs)
+    clips = list(reader.clips())
+    assert reader.meta is not None
+    return DecodedVideo(
+        meta=reader.meta,
+        clips=np.stack([c.frames for c in clips]),
+        start_frames=np.array([c.start_frame for c in clips], dtype=np.int64),
+        start_s=np.array([c.start_s for c in clips], dtype=np.float64),
+        end_s=np.array([c.end_s for c in clips], dtype=np.float64),
+        backend=reader.used_backend or backend,
+    )

@@ -1,0 +1,32 @@
+# anonvid: `make demo` runs the main job on a generated sample corpus, `make test` runs the test suite.
+# Both create .venv on first use. torch/torchvision come from PyPI as one pinned pair (see constraints.txt):
+# `--isolated` keeps pip away from machine-local wheel mirrors whose CPU torch breaks torchvision and timm.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.anonvid-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --isolated --disable-pip-version-check -q -c constraints.txt "torch==2.13.0" "torchvision==0.28.0"
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -c "import torch, torchvision, timm, decord, av, ray; print('anonvid env: torch', torch.__version__, '| ray', ray.__version__)"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/anonvid demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""`anonvid synth`: generate the synthetic privacy/action video corpus."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EXAMPLES = """examples:
+  anonvid synth --out data/corpus --videos 200 --seed 1
+  anonvid synth --out data/bias --videos 1000 --seed 2 --bias-protocol --split-by identity
+  anonvid synth --out data/webm --videos 50 --seed 3 --codec vp9 --size 160 --frames 48
+"""
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="generate the synthetic privacy/action corpus",
+        description="Procedurally drawn actors: private attributes only in appearance, actions only in motion. "
+        "Writes OUT/videos/*, OUT/labels.parquet and OUT/corpus.json; deterministic per seed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--videos", type=int, required=True, help="number of videos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")
+    p.add_argument("--frames", type=int, default=32, help="frames per video")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--codec", choices=["h264", "vp9", "mpeg4"], default="h264")
+    p.add_argument("--bias-protocol", action="store_true", help="one action 95%% with one group, the rest 95%% other")
+    p.add_argument("--split-by", choices=["video", "identity"], default="video")
+    p.add_argument("--videos-per-identity", type=int, default=5)
+    p.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anon_core.synthetic import ATTRIBUTES, CorpusConfig, generate_corpus
+
+    from ._progress import Progress
+
+    try:
+        cfg = CorpusConfig(
+            videos=args.videos,
+            seed=args.seed,
+            size=args.size,
+            frames=args.frames,
+            fps=args.fps,
+            codec=args.codec,
+            bias_protocol=args.bias_protocol,
+            split_by=args.split_by,
+            videos_per_identity=args.videos_per_identity,
+        )
+    except ValueError as e:
+        print(f"anonvid synth: {e}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    labels = generate_corpus(args.out, cfg, workers=args.workers, progress=Progress("synth", cfg.videos))
+    dt = time.monotonic() - t0
+    print(f"wrote {len(labels)} videos to {args.out}/videos and labels to {args.out}/labels.parquet in {dt:.1f} s")
+    print(f"  identities: {labels['identity'].nunique()}, splits: {labels['split'].value_counts().to_dict()}")
+    print("  actions: " + ", ".join(f"{k}={v}" for k, v in labels["action"].value_counts().sort_index().items()))
+    print("  attribute prevalence: " + ", ".join(f"{a}={labels[a].mean():.2f}" for a in ATTRIBUTES))
+    return 0

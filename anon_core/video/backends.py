@@ -9,6 +9,7 @@ is far cheaper than decoding at full size and resizing afterwards.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterator, Sequence
 from typing import IO, Literal
 
@@ -63,7 +64,7 @@ def decord_frames(
     except VideoDecodeError:
         raise
     except Exception as e:
-        raise VideoDecodeError(DecodeFailure.TRUNCATED, uri, f"decord failed at frame {pos}: {e}") from None
+        raise VideoDecodeError(DecodeFailure.CORRUPT, uri, f"decord failed at frame {pos}: {e}") from None
 
 
 def pyav_frames(
@@ -92,17 +93,26 @@ def pyav_frames(
         it = iter(wanted)
         target = next(it)
         index = 0
+        size = os.path.getsize(src) if isinstance(src, str) else (getattr(src, "size", None) or 0)
+        packet = None
         try:
-            for frame in container.decode(stream):
-                if index == target:
-                    # bicubic: the same swscale filter decord's resize uses, so the two backends agree on pixels
-                    img = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
-                    yield index, img
-                    target = next(it, None)
-                    if target is None:
-                        return
-                index += 1
+            # demux and decode by hand: a failing packet that is cut short (or reaches past the end of the file)
+            # means a truncated file, a complete one that the decoder rejects means corrupt data
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if index == target:
+                        # bicubic: the swscale filter decord's resize uses, so the two backends agree on pixels
+                        img = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                        yield index, img
+                        target = next(it, None)
+                        if target is None:
+                            return
+                    index += 1
         except av.error.FFmpegError as e:
-            raise VideoDecodeError(DecodeFailure.TRUNCATED, uri, f"pyav failed at frame {index}: {e}") from None
+            cut = packet is not None and (
+                packet.is_corrupt or (size > 0 and packet.pos is not None and packet.pos + packet.size >= size)
+            )
+            reason = DecodeFailure.TRUNCATED if cut else DecodeFailure.CORRUPT
+            raise VideoDecodeError(reason, uri, f"pyav failed at frame {index}: {e}") from None
     finally:
         container.close()

@@ -10,6 +10,7 @@ class DecodeFailure(StrEnum):
     EMPTY = "empty"  # zero bytes
     NOT_A_VIDEO = "not_a_video"  # no known container signature, or no video stream
     TRUNCATED = "truncated"  # a known container that ends before its own header/index says it should
+    CORRUPT = "corrupt"  # invalid data inside the stream: the decoder rejects a packet that is all there
     UNSUPPORTED_CODEC = "unsupported_codec"
     NO_FRAMES = "no_frames"
     TOO_SHORT = "too_short"  # decodes, but has fewer frames than one clip needs
@@ -24,6 +25,7 @@ _HINTS = {
     DecodeFailure.EMPTY: "the file has zero bytes; re-copy it from the source",
     DecodeFailure.NOT_A_VIDEO: "the file is not a video container with a video stream",
     DecodeFailure.TRUNCATED: "the file ends early; re-copy it from the source (an interrupted upload?)",
+    DecodeFailure.CORRUPT: "the stream holds invalid data; re-copy or re-encode the file",
     DecodeFailure.UNSUPPORTED_CODEC: "transcode it to h264, vp9 or mpeg4 (e.g. ffmpeg -c:v libx264)",
     DecodeFailure.NO_FRAMES: "the video stream holds no decodable frame",
     DecodeFailure.TOO_SHORT: "lower clip frames/stride or drop the video",

@@ -150,11 +150,13 @@ def probe(src: str | IO[bytes], uri: str | None = None, max_pixels: int = MAX_PI
         if not container.streams.video:
             raise VideoDecodeError(DecodeFailure.NOT_A_VIDEO, uri, "no video stream")
         stream = container.streams.video[0]
-        codec = stream.codec_context.name if stream.codec_context is not None else ""
-        try:
-            av.codec.Codec(codec, "r")
-        except Exception:
-            raise VideoDecodeError(DecodeFailure.UNSUPPORTED_CODEC, uri, f"no decoder for codec {codec!r}") from None
+        if stream.codec_context is None:
+            # No decoder was found for the stream. With an intact frame index that is a codec FFmpeg lacks; without
+            # one it is a damaged header (an mp4 cut inside its index looks like this).
+            if stream.frames:
+                raise VideoDecodeError(DecodeFailure.UNSUPPORTED_CODEC, uri, "no decoder for the video stream's codec")
+            raise classify_open_error(src, uri, ValueError("video stream without codec parameters or frame index"))
+        codec = stream.codec_context.name
         width, height = int(stream.codec_context.width), int(stream.codec_context.height)
         if width <= 0 or height <= 0 or max(width, height) > MAX_SIDE or width * height > max_pixels:
             raise VideoDecodeError(DecodeFailure.BAD_DIMENSIONS, uri, f"{width}x{height}")

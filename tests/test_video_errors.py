@@ -1,0 +1,123 @@
+"""Bad input: every kind of broken file gives a typed VideoDecodeError; a crashing decoder never kills the caller."""
+
+import faulthandler
+import time
+
+import av
+import numpy as np
+import pytest
+from conftest import write_indexed_video
+
+from anon_core.video import ClipSpec, DecodeFailure, VideoDecodeError, read_clips, read_clips_isolated, run_isolated
+
+SPEC = ClipSpec(num_frames=4, stride=2, size=32)
+BACKENDS = ["decord", "pyav"]
+
+
+def _write_mp4_index_at_end(path, n=200):
+    """An mp4 without +faststart: its index (moov) comes after the frames, so a cut loses all of it."""
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=25)
+    s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, indexed_videos):
+    d = tmp_path_factory.mktemp("bad")
+    good = indexed_videos["h264"].read_bytes()
+    files = {}
+
+    def put(name, data):
+        (d / name).write_bytes(data)
+        files[name] = str(d / name)
+
+    put("empty.mp4", b"")
+    put("text.mp4", b"this is a shopping list, not a video\n" * 50)
+    put("random.bin", np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    put("truncated_faststart.mp4", good[: int(len(good) * 0.6)])  # index intact, frames cut
+    tail = _write_mp4_index_at_end(d / "tail.mp4").read_bytes()
+    put("truncated_index_at_end.mp4", tail[: len(tail) // 2])  # index lost
+    put("truncated_webm.webm", indexed_videos["vp9"].read_bytes()[:400])
+    put("unknown_codec.mp4", good.replace(b"avc1", b"zzzz"))  # a fourcc no decoder knows
+    # The header claims 16000 x 16000: one frame would need 768 MB. Must be refused before any decoder allocates.
+    put("absurd.y4m", b"YUV4MPEG2 W16000 H16000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 4096)
+    files["missing.mp4"] = str(d / "missing.mp4")
+    files["short.mp4"] = str(write_indexed_video(d / "short.mp4", 5))  # one clip needs 7 frames
+    return files
+
+
+EXPECTED = {
+    "empty.mp4": DecodeFailure.EMPTY,
+    "text.mp4": DecodeFailure.NOT_A_VIDEO,
+    "random.bin": DecodeFailure.NOT_A_VIDEO,
+    "truncated_faststart.mp4": DecodeFailure.TRUNCATED,
+    "truncated_index_at_end.mp4": DecodeFailure.TRUNCATED,
+    "truncated_webm.webm": DecodeFailure.TRUNCATED,
+    "unknown_codec.mp4": DecodeFailure.UNSUPPORTED_CODEC,
+    "absurd.y4m": DecodeFailure.BAD_DIMENSIONS,
+    "missing.mp4": DecodeFailure.NOT_FOUND,
+    "short.mp4": DecodeFailure.TOO_SHORT,
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_file_gives_typed_error(bad_files, name, backend):
+    with pytest.raises(VideoDecodeError) as info:
+        read_clips(bad_files[name], SPEC, backend)
+    err = info.value
+    assert err.reason == EXPECTED[name], str(err)
+    assert err.uri == bad_files[name]
+    assert "->" in str(err)  # every message ends with what to do about it
+
+
+def test_fuzzed_files_never_take_down_the_caller(indexed_videos, tmp_path):
+    """Random byte corruption: each file either decodes or raises VideoDecodeError, in an isolated process."""
+    good = indexed_videos["h264"].read_bytes()
+    rng = np.random.default_rng(7)
+    outcomes = []
+    for i in range(6):
+        data = np.frombuffer(good, dtype=np.uint8).copy()
+        data[rng.integers(64, len(data), 40)] = rng.integers(0, 256, 40, dtype=np.uint8)
+        path = tmp_path / f"fuzz{i}.mp4"
+        path.write_bytes(data.tobytes())
+        try:
+            read_clips_isolated(str(path), SPEC, timeout_s=120)
+            outcomes.append("decoded")
+        except VideoDecodeError as e:
+            outcomes.append(e.reason.value)
+    assert len(outcomes) == 6
+    print("\nfuzzed outcomes:", outcomes)
+
+
+def test_segfault_in_decoder_process_becomes_decoder_crash():
+    # faulthandler._sigsegv raises a real SIGSEGV, as a decoder bug would; only the child process dies
+    with pytest.raises(VideoDecodeError) as info:
+        run_isolated(faulthandler._sigsegv, uri="crash.mp4", timeout_s=60)
+    assert info.value.reason == DecodeFailure.DECODER_CRASH
+    assert "SIGSEGV" in str(info.value)
+
+
+def test_hung_decoder_process_times_out():
+    t0 = time.monotonic()
+    with pytest.raises(VideoDecodeError) as info:
+        run_isolated(time.sleep, 60, uri="hang.mp4", timeout_s=3)
+    assert info.value.reason == DecodeFailure.TIMEOUT
+    assert time.monotonic() - t0 < 30
+
+
+def test_isolated_read_returns_the_same_clips_and_errors(indexed_videos, bad_files):
+    path = str(indexed_videos["h264"])
+    assert np.array_equal(read_clips_isolated(path, SPEC).clips, read_clips(path, SPEC).clips)
+    with pytest.raises(VideoDecodeError) as info:
+        read_clips_isolated(bad_files["text.mp4"], SPEC)
+    assert info.value.reason == DecodeFailure.NOT_A_VIDEO  # the typed error crosses the process boundary

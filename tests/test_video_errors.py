@@ -50,6 +50,7 @@ def bad_files(tmp_path_factory, indexed_videos):
     put("unknown_codec.mp4", good.replace(b"avc1", b"zzzz"))  # a fourcc no decoder knows
     # The header claims 16000 x 16000: one frame would need 768 MB. Must be refused before any decoder allocates.
     put("absurd.y4m", b"YUV4MPEG2 W16000 H16000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 4096)
+    put("no_frames.y4m", b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420jpeg\n")  # a valid header, then nothing
     files["missing.mp4"] = str(d / "missing.mp4")
     files["short.mp4"] = str(write_indexed_video(d / "short.mp4", 5))  # one clip needs 7 frames
     return files
@@ -65,6 +66,7 @@ EXPECTED = {
     "unknown_codec.mp4": DecodeFailure.UNSUPPORTED_CODEC,
     "absurd.y4m": DecodeFailure.BAD_DIMENSIONS,
     "missing.mp4": DecodeFailure.NOT_FOUND,
+    "no_frames.y4m": DecodeFailure.NO_FRAMES,
     "short.mp4": DecodeFailure.TOO_SHORT,
 }
 

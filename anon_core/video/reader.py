@@ -119,8 +119,6 @@ class VideoClipReader:
             return
         # The stream ended before the planned clips did.
         missing = meta.num_frames - seen
-        if seen == 0:
-            raise VideoDecodeError(DecodeFailure.NO_FRAMES, self.uri, "no frame could be decoded")
         if missing > _shortfall_tolerance(meta):
             raise VideoDecodeError(
                 DecodeFailure.TRUNCATED, self.uri, f"stream ended near frame {seen} of {meta.num_frames}"

@@ -9,7 +9,6 @@ is far cheaper than decoding at full size and resizing afterwards.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Iterator, Sequence
 from typing import IO, Literal
 
@@ -61,8 +60,6 @@ def decord_frames(
                 return
             pos += 1
             yield idx, frame
-    except VideoDecodeError:
-        raise
     except Exception as e:
         raise VideoDecodeError(DecodeFailure.CORRUPT, uri, f"decord failed at frame {pos}: {e}") from None
 
@@ -74,8 +71,12 @@ def pyav_frames(
     height: int,
     uri: str,
     num_threads: int = 1,
+    size_bytes: int = 0,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Same contract as decord_frames, decoding with PyAV (FFmpeg) straight through."""
+    """Same contract as decord_frames, decoding with PyAV (FFmpeg) straight through.
+
+    size_bytes (the file's size, from the probe) tells a packet cut off by the end of the file from a corrupt one.
+    """
     import av
 
     if not isinstance(src, str):
@@ -93,7 +94,6 @@ def pyav_frames(
         it = iter(wanted)
         target = next(it)
         index = 0
-        size = os.path.getsize(src) if isinstance(src, str) else (getattr(src, "size", None) or 0)
         packet = None
         try:
             # demux and decode by hand: a failing packet that is cut short (or reaches past the end of the file)
@@ -109,9 +109,8 @@ def pyav_frames(
                             return
                     index += 1
         except av.error.FFmpegError as e:
-            cut = packet is not None and (
-                packet.is_corrupt or (size > 0 and packet.pos is not None and packet.pos + packet.size >= size)
-            )
+            ends_at_eof = size_bytes > 0 and packet is not None and packet.pos is not None
+            cut = packet is not None and (packet.is_corrupt or (ends_at_eof and packet.pos + packet.size >= size_bytes))
             reason = DecodeFailure.TRUNCATED if cut else DecodeFailure.CORRUPT
             raise VideoDecodeError(reason, uri, f"pyav failed at frame {index}: {e}") from None
     finally:

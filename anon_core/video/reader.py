@@ -73,17 +73,17 @@ class VideoClipReader:
             indices = clip_frame_indices(starts, spec)  # (n_clips, T)
             wanted = indices.reshape(-1).tolist()
             w, h = resized_size(meta.width, meta.height, spec.size)
-            frames = self._open_frames(src, wanted, w, h)
+            frames = self._open_frames(src, wanted, w, h, meta.size_bytes)
             yield from self._assemble(frames, starts, indices, meta)
 
-    def _open_frames(self, src, wanted, w, h) -> Iterator[tuple[int, np.ndarray]]:
+    def _open_frames(self, src, wanted, w, h, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
         order = [self.backend] + (["pyav"] if self.fallback and self.backend == "decord" else [])
         last: VideoDecodeError | None = None
         for name in order:
             gen = (
                 decord_frames(src, wanted, w, h, self.uri, self.num_threads)
                 if name == "decord"
-                else pyav_frames(src, wanted, w, h, self.uri, self.num_threads)
+                else pyav_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes)
             )
             try:
                 first = next(gen, None)  # opening happens on first next(); a failure there may fall back

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_command
+
 EXAMPLES = """examples:
   anonvid demo                      # what `make demo` runs
   anonvid demo --out /tmp/demo --videos 200
@@ -11,12 +13,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="run the main job on a generated sample corpus",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, name, "run the main job on a generated sample corpus", EXAMPLES)
     p.add_argument("--out", default="demo_out")
     p.add_argument("--videos", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)

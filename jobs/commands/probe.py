@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import add_command
+
 EXAMPLES = """examples:
   anonvid probe data/corpus/videos/v000000.mp4
   anonvid probe --decode --frames 16 --stride 2 s3://bucket/archive/cam1.mp4
@@ -13,12 +15,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="show video metadata (and optionally decode the clips)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, name, "show video metadata (and optionally decode the clips)", EXAMPLES)
     p.add_argument("uris", nargs="+", help="local paths or fsspec URIs")
     p.add_argument("--decode", action="store_true", help="decode every clip, not just the header")
     p.add_argument("--backend", choices=["decord", "pyav"], default="decord")

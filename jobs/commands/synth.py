@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from . import add_command
+
 EXAMPLES = """examples:
   anonvid synth --out data/corpus --videos 200 --seed 1
   anonvid synth --out data/bias --videos 1000 --seed 2 --bias-protocol --split-by identity
@@ -14,13 +16,13 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub, name: str) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         name,
-        help="generate the synthetic privacy/action corpus",
+        "generate the synthetic privacy/action corpus",
+        EXAMPLES,
         description="Procedurally drawn actors: private attributes only in appearance, actions only in motion. "
         "Writes OUT/videos/*, OUT/labels.parquet and OUT/corpus.json; deterministic per seed.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--videos", type=int, required=True, help="number of videos")

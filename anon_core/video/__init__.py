@@ -1,7 +1,7 @@
 """Video decoding: clips out of local files or any fsspec URI, with decord (default) or PyAV."""
 
 from .errors import DecodeFailure, VideoDecodeError
-from .isolation import read_clips_isolated, run_isolated
+from .isolation import DecoderProcess, read_clips_isolated, run_isolated
 from .reader import Clip, DecodedVideo, VideoClipReader, iter_clips, read_clips
 from .sampling import ClipSpec, plan_clip_starts, static_clip
 from .source import MAX_PIXELS, VideoMeta, probe
@@ -11,6 +11,7 @@ __all__ = [
     "Clip",
     "ClipSpec",
     "DecodeFailure",
+    "DecoderProcess",
     "DecodedVideo",
     "VideoClipReader",
     "VideoDecodeError",

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import DecodeFailure, VideoDecodeError
 
 
-def _child(conn, fn, args, kwargs) -> None:
+def _reply(conn, fn, args, kwargs) -> None:
     try:
         conn.send(("ok", fn(*args, **kwargs)))
     except BaseException as e:  # every error goes back to the parent, typed
@@ -22,8 +22,33 @@ def _child(conn, fn, args, kwargs) -> None:
             conn.send(("err", e))
         except Exception:  # unpicklable exception
             conn.send(("err", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _child(conn, fn, args, kwargs) -> None:
+    try:
+        _reply(conn, fn, args, kwargs)
     finally:
         conn.close()
+
+
+def _serve(conn) -> None:
+    """A long-lived child: answer (fn, args, kwargs) requests until the parent closes the pipe."""
+    try:
+        while True:
+            try:
+                fn, args, kwargs = conn.recv()
+            except (EOFError, OSError):  # the parent is gone or closed us: exit quietly
+                return
+            _reply(conn, fn, args, kwargs)
+    finally:
+        conn.close()
+
+
+def _death_error(proc, uri: str) -> VideoDecodeError:
+    proc.join(timeout=5)
+    code = proc.exitcode
+    name = signal.Signals(-code).name if code is not None and code < 0 else f"exit code {code}"
+    return VideoDecodeError(DecodeFailure.DECODER_CRASH, uri, f"decoder process died: {name}")
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: float = 600.0, **kwargs: Any) -> Any:
@@ -45,10 +70,7 @@ def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: f
         try:
             status, value = parent.recv()
         except EOFError:
-            proc.join()
-            code = proc.exitcode
-            name = signal.Signals(-code).name if code is not None and code < 0 else f"exit code {code}"
-            raise VideoDecodeError(DecodeFailure.DECODER_CRASH, uri, f"decoder process died: {name}") from None
+            raise _death_error(proc, uri) from None
     finally:
         parent.close()
         proc.join(timeout=5)
@@ -64,3 +86,57 @@ def read_clips_isolated(uri: str, spec=None, backend: str = "decord", timeout_s:
     from .reader import read_clips
 
     return run_isolated(read_clips, uri, spec, backend, uri=uri, timeout_s=timeout_s, **kwargs)
+
+
+class DecoderProcess:
+    """run_isolated without a process start per call: one child serves calls until it dies or hangs.
+
+    A pipeline worker decodes thousands of short videos; spawning a Python process for each would cost more than the
+    decoding. A crash or a timeout fails only the call in flight; the next call starts a fresh child.
+    """
+
+    def __init__(self, timeout_s: float = 600.0) -> None:
+        self.timeout_s = timeout_s
+        self._proc = None
+        self._conn = None
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def call(self, fn: Callable[..., Any], *args: Any, uri: str = "", **kwargs: Any) -> Any:
+        if self._proc is None or not self._proc.is_alive():
+            self.close()
+            self._start()
+        try:
+            self._conn.send((fn, args, kwargs))
+            if not self._conn.poll(self.timeout_s):
+                self.close()
+                raise VideoDecodeError(DecodeFailure.TIMEOUT, uri, f"no result after {self.timeout_s:.0f} s")
+            status, value = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            proc = self._proc
+            self.close()
+            raise _death_error(proc, uri) from None
+        if status == "err":
+            raise value
+        return value
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(timeout=1)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+        self._proc = self._conn = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -49,6 +49,7 @@ class VideoClipReader:
         fallback: bool = True,
         num_threads: int = 1,
         max_pixels: int = MAX_PIXELS,
+        clip_range: tuple[int, int] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -58,6 +59,8 @@ class VideoClipReader:
         self.fallback = fallback
         self.num_threads = num_threads
         self.max_pixels = max_pixels
+        # (first, stop) clip indices of the video's clip plan: a pipeline task decodes one bounded segment
+        self.clip_range = clip_range
         self.meta: VideoMeta | None = None
         self.used_backend: str | None = None
 
@@ -70,11 +73,18 @@ class VideoClipReader:
                 raise VideoDecodeError(
                     DecodeFailure.TOO_SHORT, self.uri, f"{meta.num_frames} frames, one clip needs {spec.span}"
                 )
+            first = 0
+            if self.clip_range is not None:
+                first, stop = self.clip_range
+                if not 0 <= first < stop <= len(starts):
+                    raise ValueError(f"clip_range {self.clip_range} outside the video's {len(starts)} clips")
+                starts = starts[first:stop]
             indices = clip_frame_indices(starts, spec)  # (n_clips, T)
             wanted = indices.reshape(-1).tolist()
             w, h = resized_size(meta.width, meta.height, spec.size)
             frames = self._open_frames(src, wanted, w, h, meta.size_bytes)
-            yield from self._assemble(frames, starts, indices, meta)
+            for c in self._assemble(frames, starts, indices, meta):
+                yield Clip(c.index + first, c.start_frame, c.start_s, c.end_s, c.frames) if first else c
 
     def _open_frames(self, src, wanted, w, h, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
         order = [self.backend] + (["pyav"] if self.fallback and self.backend == "decord" else [])

@@ -1,0 +1,320 @@
+"""The anonymize pipeline: a video archive -> anonymized clip features in Parquet, every video exactly once.
+
+    list (driver) -> plan segments (tasks) -> decode clips (tasks) -> [prune (actors)] -> encode f_E (actors)
+        -> gather whole videos (one actor) -> [AAM (actors)] -> write shards + commit markers (tasks)
+
+Modes store the frozen encoder's f_E in every case, so outputs of different modes are comparable:
+    raw = f_E(clip)   prune = f_E(masked clip)   aam = f_A(f_E(clip))   prune+aam = f_A(f_E(masked clip))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import pandas as pd
+
+from anon_core.video import ClipSpec
+
+from .sources import Listing, list_input
+from .stages.workers import ModelResources
+from .store import OutputStore, RepairReport
+
+Mode = Literal["prune", "aam", "prune+aam", "raw"]
+MODES = ("prune", "aam", "prune+aam", "raw")
+FORMAT = "anonvid-features/1"
+FORWARDED_ENV_PREFIXES = ("AWS_", "ANONVID_")  # credentials and endpoints every worker needs, as the driver has them
+
+
+@dataclass
+class AnonymizeConfig:
+    output: str
+    input: str | None = None
+    manifest: str | None = None
+    mode: Mode = "prune+aam"
+    allow_raw: bool = False
+    encoder: str | None = None  # model bundle URIs (anon_core.models.bundle)
+    pruner: str | None = None
+    aam: str | None = None
+    keep_ratio: float | None = None  # None: the pruner bundle's own
+    lambda_priv: float | None = None
+    clip_frames: int = 16
+    clip_stride: int = 2
+    clip_size: int = 112
+    max_clips: int | None = None  # per video; None = every clip
+    backend: str = "decord"
+    clips_per_task: int = 32
+    decode_timeout_s: float = 600.0
+    model: ModelResources = field(default_factory=ModelResources)
+    rows_per_shard: int = 16384
+    max_failed_fraction: float = 0.05
+    retry_failed: bool = False
+    address: str | None = None
+    run_id: str | None = None
+
+    @property
+    def spec(self) -> ClipSpec:
+        return ClipSpec(self.clip_frames, self.clip_stride, self.clip_size, self.max_clips)
+
+    def needs(self) -> dict[str, bool]:
+        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode}
+
+
+class PreflightError(ValueError):
+    """The job cannot start; the message names the fix."""
+
+
+@dataclass
+class Plan:
+    config: AnonymizeConfig
+    listing: Listing
+    todo: pd.DataFrame  # the videos this run processes
+    already_done: int
+    models: dict  # kind -> BundleInfo
+    output_config: dict
+    run_id: str
+    repaired: RepairReport
+
+    def describe(self) -> str:
+        c, res = self.config, self.config.model
+        gpu = f", {res.gpus_per_actor} GPU" if res.gpus_per_actor else ""
+        stages = [
+            "plan segments: tasks, 0.25 CPU, 8 videos per call",
+            "decode clips: tasks, 0.5 CPU, 1 segment per call",
+        ]
+        if c.needs()["pruner"]:
+            stages.append(f"prune: {res.min_actors}-{res.max_actors} actors, {res.cpus_per_actor} CPU{gpu}")
+        stages.append(f"encode f_E: {res.min_actors}-{res.max_actors} actors, {res.cpus_per_actor} CPU{gpu}")
+        stages.append("gather whole videos: 1 actor on the head node")
+        if c.needs()["aam"]:
+            stages.append(f"AAM: {res.min_actors}-{res.max_actors} actors")
+        stages.append(f"write shards: tasks, 0.25 CPU, about {c.rows_per_shard} rows per file")
+        models = "\n".join(
+            f"  {k}: {i.model_id} from {i.uri}" + ("" if i.trained else "  ** UNTRAINED weights **")
+            for k, i in self.models.items()
+        )
+        return "\n".join(
+            [
+                f"run {self.run_id}: mode {c.mode}, clips {c.clip_frames}x{c.clip_size}px at stride {c.clip_stride}",
+                f"input: {self.listing.source}: {len(self.listing.videos)} videos"
+                + (f" ({self.listing.skipped_other} other files skipped)" if self.listing.skipped_other else ""),
+                f"  already committed: {self.already_done}; to process now: {len(self.todo)}",
+                "models:",
+                models,
+                "stages:",
+                *(f"  {i}. {s}" for i, s in enumerate(stages, 1)),
+                f"output: {c.output}",
+                "  features/part-*.parquet  errors/part-*.parquet  _commits/<video_id>.json  _runs/<run_id>.json",
+            ]
+        )
+
+
+def config_hash(output_config: dict) -> str:
+    return hashlib.sha256(json.dumps(output_config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preflight(cfg: AnonymizeConfig) -> Plan:
+    """Everything that can fail before any work starts, failing fast with the fix in the message."""
+    from anon_core.models.bundle import load_bundle
+
+    if cfg.mode not in MODES:
+        raise PreflightError(f"--mode must be one of {MODES}, got {cfg.mode!r}")
+    if cfg.mode == "raw" and not cfg.allow_raw:
+        raise PreflightError(
+            "--mode raw stores un-anonymized features: exactly what anonvid exists to prevent. It is meant only as "
+            "an evaluation baseline; pass --allow-raw to confirm"
+        )
+    if not 0 <= cfg.max_failed_fraction <= 1:
+        raise PreflightError(f"--max-failed-fraction must lie in [0, 1], got {cfg.max_failed_fraction}")
+    try:
+        spec = cfg.spec
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+    listing = list_input(cfg.input, cfg.manifest)
+    store = OutputStore(cfg.output)
+    store.check_writable()
+
+    models, errors = {}, []
+    for kind, needed in cfg.needs().items():
+        uri = getattr(cfg, kind)
+        if not needed:
+            continue
+        if not uri:
+            errors.append(f"--mode {cfg.mode} needs a {kind} model: pass --{kind} PATH_OR_URI (a model bundle)")
+            continue
+        try:
+            model, info = load_bundle(uri, expect_kind=kind)
+        except (FileNotFoundError, ValueError) as e:
+            errors.append(str(e))
+            continue
+        models[kind] = info
+        if kind in ("encoder", "pruner"):
+            frames, size = info.input.get("num_frames"), info.input.get("size")
+            if (frames, size) != (spec.num_frames, spec.size):
+                errors.append(
+                    f"the {kind} {uri} takes {frames} frames at {size}px, but clips are {spec.num_frames} frames at "
+                    f"{spec.size}px: pass --clip-frames {frames} --clip-size {size}, or a {kind} built for the clips"
+                )
+        if kind == "pruner" and cfg.keep_ratio is not None:
+            try:
+                model._keep_ratios(cfg.keep_ratio)
+            except ValueError as e:
+                errors.append(f"--keep-ratio: {e}")
+        if kind == "encoder":
+            encoder_dim = model.embed_dim
+    if "aam" in models and "encoder" in models and models["aam"].extra.get("embed_dim") != encoder_dim:
+        errors.append(
+            f"the AAM {cfg.aam} works on {models['aam'].extra.get('embed_dim')}-d features but the encoder "
+            f"{cfg.encoder} makes {encoder_dim}-d ones: use an AAM trained on this encoder's features"
+        )
+    if errors:
+        raise PreflightError("model check failed:\n  - " + "\n  - ".join(errors))
+
+    output_config = {
+        "format": FORMAT,
+        "mode": cfg.mode,
+        "clip": {"frames": spec.num_frames, "stride": spec.stride, "size": spec.size, "max_clips": spec.max_clips},
+        "models": {k: i.model_id for k, i in sorted(models.items())},
+        "keep_ratio": cfg.keep_ratio,
+        "lambda_priv": cfg.lambda_priv,
+    }
+    output_config["config_hash"] = config_hash(output_config)
+    run_id = cfg.run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+    repaired = store.repair()  # a killed earlier run may have left a shard half-committed
+    done = store.committed()
+    if cfg.retry_failed and done:
+        failed = {v for v, rec in store.read_commits(sorted(done)).items() if rec.get("status") == "failed"}
+        done -= failed
+    todo = listing.videos[~listing.videos["video_id"].isin(done)].reset_index(drop=True)
+    already = int(listing.videos["video_id"].isin(done).sum())
+    return Plan(cfg, listing, todo, already, models, output_config, run_id, repaired)
+
+
+def build_pipeline(plan: Plan):
+    """The stages, in order. Nothing runs until the dataset is iterated."""
+    import ray.data
+
+    from .stages import ApplyAam, DecodeClips, EncodeClips, GatherVideos, PlanSegments, PruneClips, WriteShards
+
+    cfg, res = plan.config, plan.config.model
+    row_fields = {
+        "mode": cfg.mode,
+        "encoder_id": plan.models["encoder"].model_id,
+        "pruner_id": plan.models["pruner"].model_id if "pruner" in plan.models else "",
+        "aam_id": plan.models["aam"].model_id if "aam" in plan.models else "",
+        "config_hash": plan.output_config["config_hash"],
+    }
+    todo = plan.todo
+    ds = ray.data.from_pandas([todo.iloc[i : i + 8] for i in range(0, len(todo), 8)])  # 8 videos per block
+
+    planner = PlanSegments(cfg.spec, cfg.clips_per_task, timeout_s=min(cfg.decode_timeout_s, 120.0))
+    ds = ds.map_batches(planner, **planner.ray_args())
+    decode = DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task)
+    ds = ds.map_batches(decode, **decode.ray_args())
+    if cfg.needs()["pruner"]:
+        kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
+        ds = ds.map_batches(PruneClips, fn_constructor_kwargs={**kwargs, "resources": res}, **PruneClips.ray_args(res))
+    ds = ds.map_batches(
+        EncodeClips, fn_constructor_kwargs={"encoder_uri": cfg.encoder, "resources": res}, **EncodeClips.ray_args(res)
+    )
+    ds = ds.map_batches(
+        GatherVideos,
+        fn_constructor_kwargs={"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard},
+        **GatherVideos.ray_args(),
+    )
+    if cfg.needs()["aam"]:
+        ds = ds.map_batches(
+            ApplyAam, fn_constructor_kwargs={"aam_uri": cfg.aam, "resources": res}, **ApplyAam.ray_args(res)
+        )
+    sink = WriteShards(cfg.output, plan.run_id, row_fields)
+    return ds.map_batches(sink, **sink.ray_args())
+
+
+def connect(address: str | None = None) -> None:
+    """RAY_ADDRESS / --address when given, else a local Ray; workers get the driver's AWS_* settings."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = {} if address else {"include_dashboard": False}
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True, **kwargs)
+
+
+def run_pipeline(plan: Plan, progress=None) -> dict:
+    """Execute a preflighted plan; returns the summary (also written to OUT/_runs/<run_id>.json)."""
+    import ray.data
+
+    cfg = plan.config
+    store = OutputStore(cfg.output)
+    store.claim(plan.output_config)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    counts = {"ok": 0, "failed": 0}
+    clips, errors_by_type, seconds = 0, {}, {}
+    seen: set[str] = set()
+    if len(plan.todo):
+        connect(cfg.address)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is per video, below
+        for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
+            for i, vid in enumerate(batch["video_id"]):
+                if vid in seen:
+                    continue
+                seen.add(vid)
+                counts[batch["status"][i]] += 1
+                clips += int(batch["num_clips"][i])
+                if batch["error_type"][i]:
+                    errors_by_type[batch["error_type"][i]] = errors_by_type.get(batch["error_type"][i], 0) + 1
+                for k in batch:
+                    if k.startswith("t_"):
+                        seconds[k] = seconds.get(k, 0.0) + float(batch[k][i])
+            if progress:
+                progress(len(seen), len(plan.todo))
+    elapsed = time.perf_counter() - t0
+    repaired_after = store.repair()  # a retried sink task may have left a shard its videos were re-committed from
+    committed = store.committed()
+    incomplete = sorted(set(plan.todo["video_id"]) - committed)
+    processed = counts["ok"] + counts["failed"]
+    failed_fraction = counts["failed"] / processed if processed else 0.0
+    summary = {
+        "run_id": plan.run_id,
+        "mode": cfg.mode,
+        "input": plan.listing.source,
+        "output": cfg.output,
+        "videos_listed": len(plan.listing.videos),
+        "videos_skipped_committed": plan.already_done,
+        "videos_ok": counts["ok"],
+        "videos_failed": counts["failed"],
+        "videos_incomplete": len(incomplete),
+        "errors_by_type": errors_by_type,
+        "clips": clips,
+        "elapsed_s": round(elapsed, 3),
+        "videos_per_s": round(processed / elapsed, 3) if elapsed > 0 and processed else 0.0,
+        "clips_per_s": round(clips / elapsed, 3) if elapsed > 0 and clips else 0.0,
+        "stage_busy_s": {k[2:]: round(v, 3) for k, v in sorted(seconds.items())},
+        "failed_fraction": round(failed_fraction, 4),
+        "max_failed_fraction": cfg.max_failed_fraction,
+        "repaired": {"before": asdict(plan.repaired), "after": asdict(repaired_after)},
+        "models": {k: {"id": i.model_id, "uri": i.uri, "trained": i.trained} for k, i in plan.models.items()},
+        "config": _jsonable(asdict(cfg)),
+        "output_config": plan.output_config,
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+    }
+    summary["ok"] = not incomplete and failed_fraction <= cfg.max_failed_fraction
+    summary["run_record"] = store.write_run(plan.run_id, summary)
+    if incomplete:
+        summary["incomplete_sample"] = incomplete[:10]
+    return summary
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))

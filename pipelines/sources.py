@@ -1,0 +1,131 @@
+"""Listing the input: a folder or object-store prefix (any fsspec URI), or a manifest of URIs.
+
+Every source gets a deterministic `video_id` from its URI, size and version (etag where the store has one, else the
+modification time), so the same bytes at the same place get the same id in every run, and a replaced file gets a
+new one (an incremental run then processes it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import fsspec
+import pandas as pd
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp",
+    ".ogv",
+)  # fmt: skip
+LISTING_COLUMNS = ["video_id", "uri", "size_bytes", "version", "labels"]
+
+
+class InputError(ValueError):
+    """The input names nothing we can process; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    videos: pd.DataFrame  # LISTING_COLUMNS, sorted by uri
+    skipped_other: int  # files under the prefix that are not videos by extension
+    source: str
+
+
+def video_id_for(uri: str, size_bytes: int, version: str) -> str:
+    key = json.dumps([uri, int(size_bytes), str(version)])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _version(info: dict) -> str:
+    for key in ("ETag", "etag", "e_tag"):
+        if info.get(key):
+            return "etag:" + str(info[key]).strip('"')
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            value = info[key]
+            return "mtime:" + (value.isoformat() if hasattr(value, "isoformat") else repr(float(value)))
+    return "unversioned"
+
+
+def _full_uri(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    if "://" not in like:
+        return os.path.abspath(path)
+    return fs.unstrip_protocol(path)
+
+
+def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict | None = None) -> Listing:
+    fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    if not fs.exists(root):
+        raise InputError(f"input {source} does not exist; check the path (or bucket and endpoint) and credentials")
+    if not fs.isdir(root):
+        raise InputError(f"input {source} is a file; pass its folder, or list files in a manifest (--manifest)")
+    rows, other = [], 0
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        if info.get("type", "file") != "file" or os.path.basename(path).startswith("."):
+            continue
+        if not path.lower().endswith(tuple(extensions)):
+            other += 1
+            continue
+        uri = _full_uri(fs, path, source)
+        version = _version(info)
+        size = int(info.get("size") or 0)
+        rows.append((video_id_for(uri, size, version), uri, size, version, None))
+    return Listing(pd.DataFrame(rows, columns=LISTING_COLUMNS), other, source)
+
+
+def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing:
+    """Parquet or CSV with a `uri` column; every other column is kept per video as JSON `labels`."""
+    with fsspec.open(manifest, "rb", **(storage_options or {})) as f:
+        if manifest.lower().endswith((".parquet", ".pq")):
+            table = pd.read_parquet(f)
+        elif manifest.lower().endswith((".csv", ".tsv")):
+            table = pd.read_csv(f, sep="\t" if manifest.lower().endswith(".tsv") else ",")
+        else:
+            raise InputError(f"manifest {manifest} must be .parquet or .csv/.tsv")
+    if "uri" not in table.columns:
+        raise InputError(f"manifest {manifest} has no `uri` column (columns: {list(table.columns)})")
+    if table["uri"].duplicated().any():
+        dup = table["uri"][table["uri"].duplicated()].iloc[0]
+        raise InputError(f"manifest {manifest} lists {dup} more than once; every video must appear once")
+    label_cols = [c for c in table.columns if c != "uri"]
+    base = os.path.dirname(manifest) if "://" not in manifest else manifest.rsplit("/", 1)[0]
+    rows = []
+    for rec in table.to_dict("records"):
+        uri = str(rec["uri"])
+        if "://" not in uri and not os.path.isabs(uri):
+            uri = os.path.join(os.path.abspath(base), uri) if "://" not in base else f"{base}/{uri}"
+        try:
+            fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+            info = fs.info(path)
+            size, version = int(info.get("size") or 0), _version(info)
+        except FileNotFoundError:
+            size, version = -1, "missing"  # the decode stage records it as not_found: listed, so never silently lost
+        labels = {c: _plain(rec[c]) for c in label_cols}
+        uri = _full_uri(fs, path, uri) if "://" in uri else os.path.abspath(uri)
+        rows.append((video_id_for(uri, size, version), uri, size, version, json.dumps(labels) if labels else None))
+    videos = pd.DataFrame(rows, columns=LISTING_COLUMNS).sort_values("uri", ignore_index=True)
+    return Listing(videos, 0, manifest)
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and value != value else value
+
+
+def list_input(source: str | None, manifest: str | None = None, storage_options: dict | None = None) -> Listing:
+    if bool(source) == bool(manifest):
+        raise InputError("give exactly one input: a folder/prefix (INPUT) or --manifest FILE")
+    if manifest:
+        listing = list_manifest(manifest, storage_options)
+    else:
+        listing = list_prefix(source, storage_options=storage_options)
+    if listing.videos.empty:
+        hint = f" ({listing.skipped_other} other files were skipped by extension)" if listing.skipped_other else ""
+        raise InputError(
+            f"no videos found in {listing.source}{hint}; check the path, or list files in a manifest "
+            f"(--manifest). Video extensions: {' '.join(VIDEO_EXTENSIONS)}"
+        )
+    return listing

@@ -1,0 +1,52 @@
+"""Plan: probe each video's header and split its clip plan into segments of at most `clips_per_task` clips.
+
+A segment is the unit of decode work, so a two-hour video spreads over many tasks (and many CPUs) instead of
+holding one task for its whole length; a crash or retry costs one segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from anon_core.video import ClipSpec, VideoDecodeError
+from anon_core.video.segments import probe_clip_count
+
+from .rows import OK
+from .workers import decoder
+
+
+@dataclass
+class PlanSegments:
+    spec: ClipSpec
+    clips_per_task: int = 32
+    timeout_s: float = 120.0
+
+    def ray_args(self) -> dict:
+        # header reads are light: two run beside each decode task
+        return {"num_cpus": 0.25, "batch_size": 8}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {k: [] for k in SEGMENT_COLUMNS}
+        for vid, uri, labels in zip(batch["video_id"], batch["uri"], batch["labels"], strict=True):
+            try:
+                n = decoder(self.timeout_s).call(probe_clip_count, uri, self.spec, uri=uri)
+                segments = [(a, min(n, a + self.clips_per_task)) for a in range(0, n, self.clips_per_task)]
+                err = (OK, OK, OK)
+            except VideoDecodeError as e:
+                n, segments, err = 1, [(0, 1)], (e.reason.value, "probe", str(e))
+            except Exception as e:  # a video must never take the run down with it
+                n, segments, err = 1, [(0, 1)], (type(e).__name__, "probe", str(e))
+            for first, stop in segments:
+                for k, v in zip(
+                    SEGMENT_COLUMNS, (vid, uri, labels, n, first, stop - first, *err), strict=True
+                ):
+                    out[k].append(v)
+        return {k: np.array(v, dtype=object if k in _OBJECT else np.int64) for k, v in out.items()}
+
+
+SEGMENT_COLUMNS = (
+    "video_id", "uri", "labels", "num_clips", "first_clip", "seg_clips", "error_type", "error_stage", "error_message",
+)  # fmt: skip
+_OBJECT = {"video_id", "uri", "labels", "error_type", "error_stage", "error_message"}

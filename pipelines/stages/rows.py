@@ -1,0 +1,55 @@
+"""Column conventions shared by the stages.
+
+Segment rows (plan -> decode): one per bounded piece of a video's clip plan.
+Clip rows (decode -> prune -> encode -> gather): `kind` "clip" (one clip), "error" (a failed segment: error_type
+    set) or "gap" (clips a slightly short stream never had); `covers` = how many of the video's planned clips the row
+    stands for, so the gather stage knows when a video is whole.
+Video rows (gather -> aam -> sink): one per video; its clip arrays travel as one pickled `payload` (videos differ in
+    clip count, and a blob keeps the rows flat whatever Arrow makes of ragged arrays).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+OK = ""  # error_type of a good row
+
+
+def error_fields(n: int) -> dict[str, np.ndarray]:
+    return {
+        "error_type": np.full(n, OK, dtype=object),
+        "error_stage": np.full(n, OK, dtype=object),
+        "error_message": np.full(n, OK, dtype=object),
+    }
+
+
+def clip_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows holding a real clip, not yet failed: the rows a model stage computes on."""
+    return np.array(
+        [k == "clip" and e == OK for k, e in zip(batch["kind"], batch["error_type"], strict=True)], dtype=bool
+    )
+
+
+def mark_failed(batch: dict[str, np.ndarray], rows: np.ndarray, stage: str, err: BaseException) -> None:
+    """Record `err` on the given rows (bool mask) in place."""
+    for col in ("error_type", "error_stage", "error_message"):
+        batch[col] = batch[col].astype(object)
+    batch["error_type"][rows] = getattr(getattr(err, "reason", None), "value", None) or type(err).__name__
+    batch["error_stage"][rows] = stage
+    batch["error_message"][rows] = str(err)[:2000]
+
+
+def add_seconds(batch: dict[str, np.ndarray], column: str, seconds: float) -> None:
+    """This stage's wall time, split evenly over the batch's rows (summed per video downstream, and per run)."""
+    n = len(batch["video_id"])
+    batch[column] = np.full(n, seconds / max(n, 1), dtype=np.float64)
+
+
+def pack(obj) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(blob) -> dict:
+    return pickle.loads(blob)

@@ -1,0 +1,62 @@
+"""Per-process helpers for stages that run as Ray tasks (Ray reuses worker processes across tasks)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from anon_core.video import DecoderProcess
+
+_DECODERS: dict[tuple[int, float], DecoderProcess] = {}
+
+
+def decoder(timeout_s: float) -> DecoderProcess:
+    """This worker process's decoder child (started on first use; a crash or hang replaces it)."""
+    key = (os.getpid(), timeout_s)
+    if key not in _DECODERS:
+        _DECODERS[key] = DecoderProcess(timeout_s=timeout_s)
+    return _DECODERS[key]
+
+
+@dataclass(frozen=True)
+class ModelResources:
+    """How a model stage's actor pool runs. gpus_per_actor > 0 puts each actor on a fraction of a GPU."""
+
+    batch_size: int = 16  # clips per forward pass
+    min_actors: int = 1
+    max_actors: int = 1
+    cpus_per_actor: float = 0.5  # CPU-only hosts: raise it (and torch's threads follow) on big machines
+    gpus_per_actor: float = 0.0
+
+    def ray_args(self) -> dict:
+        import ray.data
+
+        return {
+            "compute": ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors),
+            "num_cpus": self.cpus_per_actor,
+            "num_gpus": self.gpus_per_actor,
+            "batch_size": self.batch_size,
+        }
+
+
+class ModelRunner:
+    """Device, precision and thread set-up shared by the model stages: CUDA with bf16 autocast where the actor was
+    given a GPU, CPU fp32 otherwise, with torch's threads matched to the CPUs Ray reserved for the actor."""
+
+    def __init__(self, gpus: float, cpus: float) -> None:
+        import torch
+
+        self.torch = torch
+        if gpus > 0 and torch.cuda.is_available():
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(max(1, round(cpus)))
+
+    def to_device(self, module):
+        return module.to(self.device)
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
+        return self.torch.autocast("cpu", enabled=False)

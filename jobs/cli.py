@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import demo, probe, synth
+from .commands import anonymize, demo, probe, synth
 
-COMMANDS = {"synth": synth, "probe": probe, "demo": demo}
+COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

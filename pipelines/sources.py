@@ -76,7 +76,8 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
 
 
 def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing:
-    """Parquet or CSV with a `uri` column; every other column is kept per video as JSON `labels`."""
+    """Parquet or CSV with a `uri` column (or `path`, relative to the manifest's folder, as `anonvid synth`'s
+    labels.parquet has); every other column is kept per video as JSON `labels`."""
     with fsspec.open(manifest, "rb", **(storage_options or {})) as f:
         if manifest.lower().endswith((".parquet", ".pq")):
             table = pd.read_parquet(f)
@@ -84,8 +85,10 @@ def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing
             table = pd.read_csv(f, sep="\t" if manifest.lower().endswith(".tsv") else ",")
         else:
             raise InputError(f"manifest {manifest} must be .parquet or .csv/.tsv")
+    if "uri" not in table.columns and "path" in table.columns:
+        table = table.rename(columns={"path": "uri"})
     if "uri" not in table.columns:
-        raise InputError(f"manifest {manifest} has no `uri` column (columns: {list(table.columns)})")
+        raise InputError(f"manifest {manifest} has no `uri` (or `path`) column (columns: {list(table.columns)})")
     if table["uri"].duplicated().any():
         dup = table["uri"][table["uri"].duplicated()].iloc[0]
         raise InputError(f"manifest {manifest} lists {dup} more than once; every video must appear once")

@@ -44,3 +44,63 @@ def indexed_videos(tmp_path_factory) -> dict[str, Path]:
 
     d = tmp_path_factory.mktemp("indexed")
     return {codec: write_indexed_video(d / f"idx_{codec}{ext}", 64, codec=codec) for codec, (_, ext) in CODECS.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pipeline fixtures: one S3-compatible server, one local Ray, tiny models and a small corpus per test session.
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on 127.0.0.1; AWS_* variables point every client (and Ray worker) at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint):
+    """The one local Ray instance Ray tests share (2 CPUs, like CI); workers get the S3 settings."""
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Untrained tiny encoder / pruner / AAM bundles (16 x 112 clips, 192-d features)."""
+    from anon_core.synthetic import ACTIONS, ATTRIBUTES
+    from jobs.recipes.demo import untrained_models
+
+    return untrained_models(tmp_path_factory.mktemp("models"), 0, len(ACTIONS), len(ATTRIBUTES))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """12 synthetic videos (112 px, 32 frames: one 16x2 clip each) with labels.parquet."""
+    from anon_core.synthetic import CorpusConfig, generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    generate_corpus(root, CorpusConfig(videos=12, seed=3), workers=1)
+    return root

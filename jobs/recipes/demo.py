@@ -1,20 +1,14 @@
-"""The demo recipe: what `make demo` runs on a fresh machine.
-
-Until the Ray anonymize pipeline lands, the main job is: generate a sample corpus, decode every video into clips
-with the default backend, and report what came out. Reads top to bottom:
-    1. generate (or reuse) OUT/corpus
-    2. decode every video into clips (decord, PyAV fallback); failures are recorded, not fatal
-    3. write OUT/decode_summary.json and OUT/contact_sheet.png; print the summary
+"""The demo recipe: what `make demo` runs on a fresh machine. Reads top to bottom:
+    1. generate (or reuse) a sample corpus in OUT/corpus
+    2. make tiny model bundles in OUT/models (UNTRAINED, random weights, until the training job lands)
+    3. run the anonymize job on local Ray (prune+aam), with a preview of 8 videos
+    4. return its summary
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 
 @dataclass
@@ -24,70 +18,51 @@ class DemoConfig:
     seed: int = 0
     size: int = 112
     frames: int = 32
-    clip_frames: int = 16
-    clip_stride: int = 2
     workers: int = 0
+    mode: str = "prune+aam"
+    preview: int = 8
+
+
+def untrained_models(models_dir: Path, seed: int, num_actions: int, num_attributes: int) -> dict[str, str]:
+    """Tiny encoder / pruner / AAM bundles with random weights, marked untrained (the job warns about them)."""
+    import torch
+
+    from anon_core.models import aam_for_dim, pruner_tiny, video_vit_tiny
+    from anon_core.models.bundle import read_bundle_config, save_bundle
+
+    specs = {
+        "encoder": ("video_vit_tiny", video_vit_tiny, {"num_classes": num_actions}),
+        "pruner": ("pruner_tiny", pruner_tiny, {"num_classes": num_actions, "num_privacy_classes": num_attributes}),
+        "aam": ("aam_for_dim", aam_for_dim, {"dim": 192}),
+    }
+    uris = {}
+    for i, (kind, (builder, fn, kwargs)) in enumerate(specs.items()):
+        uri = str(models_dir / kind)
+        try:
+            read_bundle_config(uri)
+        except FileNotFoundError:
+            torch.manual_seed(seed + i)
+            save_bundle(fn(**kwargs), uri, builder, kwargs, trained=False, extra={"note": "random init (demo)"})
+        uris[kind] = uri
+    return uris
 
 
 def run_demo(cfg: DemoConfig, progress=None) -> dict:
-    from anon_core.synthetic import ATTRIBUTES, CorpusConfig, generate_corpus
-    from anon_core.video import ClipSpec, VideoClipReader, VideoDecodeError
+    from anon_core.synthetic import ACTIONS, ATTRIBUTES, CorpusConfig, generate_corpus
+    from pipelines.anonymize import AnonymizeConfig
+
+    from .anonymize import run_anonymize
 
     out = Path(cfg.out)
-    corpus_dir = out / "corpus"
-    t0 = time.monotonic()
-    labels = generate_corpus(
-        corpus_dir, CorpusConfig(videos=cfg.videos, seed=cfg.seed, size=cfg.size, frames=cfg.frames),
-        workers=cfg.workers,
+    corpus = out / "corpus"
+    generate_corpus(corpus, CorpusConfig(videos=cfg.videos, seed=cfg.seed, size=cfg.size, frames=cfg.frames),
+                    workers=cfg.workers)  # fmt: skip
+    models = untrained_models(out / "models", cfg.seed, len(ACTIONS), len(ATTRIBUTES))
+    job = AnonymizeConfig(
+        output=str(out / "features"),
+        manifest=str(corpus / "labels.parquet"),
+        mode=cfg.mode,
+        clip_size=cfg.size,
+        **{k: v for k, v in models.items() if k in ("encoder", "pruner", "aam")},
     )
-    t_gen = time.monotonic() - t0
-
-    spec = ClipSpec(num_frames=cfg.clip_frames, stride=cfg.clip_stride, size=cfg.size)
-    t0 = time.monotonic()
-    clips, frames_decoded, errors, thumbs = 0, 0, [], []
-    for i, row in enumerate(labels.itertuples()):
-        reader = VideoClipReader(str(corpus_dir / row.path), spec)
-        try:
-            for clip in reader.clips():
-                clips += 1
-                if clip.index == 0 and len(thumbs) < 16:
-                    thumbs.append((clip.frames[0], clip.frames[-1]))
-            frames_decoded += reader.meta.num_frames
-        except VideoDecodeError as e:
-            errors.append({"video_id": row.video_id, "error": e.reason.value, "message": str(e)})
-        if progress:
-            progress(i + 1, len(labels))
-    t_dec = time.monotonic() - t0
-
-    summary = {
-        "corpus": str(corpus_dir),
-        "videos": len(labels),
-        "identities": int(labels["identity"].nunique()),
-        "videos_ok": len(labels) - len(errors),
-        "videos_failed": len(errors),
-        "errors": errors,
-        "clips": clips,
-        "clip_shape": [spec.num_frames, spec.size, spec.size, 3],
-        "generate_s": round(t_gen, 2),
-        "decode_s": round(t_dec, 2),
-        "decode_frames_per_s": round(frames_decoded / max(t_dec, 1e-9), 1),
-        "actions": {k: int(v) for k, v in labels["action"].value_counts().sort_index().items()},
-        "attribute_prevalence": {a: round(float(labels[a].mean()), 3) for a in ATTRIBUTES},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_summary.json").write_text(json.dumps(summary, indent=2))
-    if thumbs:
-        _contact_sheet(thumbs, out / "contact_sheet.png")
-        summary["contact_sheet"] = str(out / "contact_sheet.png")
-    return summary
-
-
-def _contact_sheet(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    """First and last frame of each video's first clip, side by side, four videos per row."""
-    from PIL import Image
-
-    tiles = [np.concatenate(p, axis=1) for p in pairs]  # (S, 2S, 3)
-    while len(tiles) % 4:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i : i + 4], axis=1) for i in range(0, len(tiles), 4)]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return run_anonymize(job, preview=cfg.preview if "prune" in cfg.mode else 0, progress=progress)

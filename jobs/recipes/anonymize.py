@@ -1,0 +1,41 @@
+"""The anonymize recipe: a video archive -> anonymized Parquet features. Reads top to bottom:
+
+    1. preflight: list the input, check the output is writable and the models fit; repair a killed run's leftovers
+    2. print the plan (and stop there with --dry-run)
+    3. run the Ray Data pipeline (pipelines/anonymize.py), committing each video exactly once
+    4. with --preview N, write masked preview videos and a mask-overlay contact sheet for N videos
+    5. return the summary (also written to OUT/_runs/<run_id>.json)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pipelines.anonymize import AnonymizeConfig, preflight, run_pipeline
+
+
+def run_anonymize(
+    cfg: AnonymizeConfig, *, dry_run: bool = False, preview: int = 0, progress=None, log=sys.stderr
+) -> dict:
+    plan = preflight(cfg)  # 1
+    print(plan.describe(), file=log)  # 2
+    untrained = [k for k, i in plan.models.items() if not i.trained]
+    if untrained:
+        print(f"WARNING: untrained weights for {', '.join(untrained)}: these features are NOT anonymized", file=log)
+    if dry_run:
+        return {"dry_run": True, "run_id": plan.run_id, "videos_listed": len(plan.listing.videos),
+                "videos_to_process": len(plan.todo), "videos_skipped_committed": plan.already_done}  # fmt: skip
+    summary = run_pipeline(plan, progress)  # 3
+    if preview:  # 4
+        from pipelines.preview import write_preview
+
+        summary["preview"] = write_preview(plan, preview)
+    return summary  # 5
+
+
+def s3_endpoint(url: str | None) -> None:
+    """--s3-endpoint: botocore (s3fs, and through it every reader here) takes the endpoint from AWS_ENDPOINT_URL,
+    and the pipeline forwards AWS_* variables to every Ray worker."""
+    if url:
+        os.environ["AWS_ENDPOINT_URL"] = url

@@ -53,6 +53,7 @@ class AnonymizeConfig:
     decode_timeout_s: float = 600.0
     model: ModelResources = field(default_factory=ModelResources)
     rows_per_shard: int = 16384
+    commit_interval_s: float = 30.0  # whole videos wait at most this long to be written: bounds the work a kill loses
     max_failed_fraction: float = 0.05
     retry_failed: bool = False
     address: str | None = None
@@ -226,7 +227,11 @@ def build_pipeline(plan: Plan):
     )
     ds = ds.map_batches(
         GatherVideos,
-        fn_constructor_kwargs={"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard},
+        fn_constructor_kwargs={
+            "expected_videos": len(plan.todo),
+            "rows_per_shard": cfg.rows_per_shard,
+            "flush_after_s": cfg.commit_interval_s,
+        },
         **GatherVideos.ray_args(),
     )
     if cfg.needs()["aam"]:

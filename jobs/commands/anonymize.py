@@ -46,6 +46,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--cpus-per-actor", type=float, default=0.5)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="e.g. 0.25: four actors share one GPU")
     p.add_argument("--rows-per-shard", type=int, default=16384, help="about this many clip rows per Parquet file")
+    p.add_argument("--commit-interval", type=float, default=30.0, help="seconds finished videos may wait to be written")
     p.add_argument("--max-failed-fraction", type=float, default=0.05)
     p.add_argument("--retry-failed", action="store_true", help="process videos that failed in earlier runs again")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
@@ -86,6 +87,7 @@ def config_from_args(args: argparse.Namespace):
             gpus_per_actor=args.gpus_per_actor,
         ),
         rows_per_shard=args.rows_per_shard,
+        commit_interval_s=args.commit_interval,
         max_failed_fraction=args.max_failed_fraction,
         retry_failed=args.retry_failed,
         address=args.address,

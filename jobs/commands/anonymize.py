@@ -51,6 +51,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--retry-failed", action="store_true", help="process videos that failed in earlier runs again")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL / AWS config)")
+    p.add_argument("--aws-profile", help="credentials profile from ~/.aws (else AWS_PROFILE / the default chain)")
     p.add_argument("--run-id", help="name this run (default: UTC time + random suffix)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preview", type=int, default=0, metavar="N", help="write previews of N videos")
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.anonymize import run_anonymize, s3_endpoint
     from ._progress import Progress
 
-    s3_endpoint(args.s3_endpoint)
+    s3_endpoint(args.s3_endpoint, args.aws_profile)
     try:
         cfg = config_from_args(args)
         summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))

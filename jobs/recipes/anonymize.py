@@ -34,8 +34,10 @@ def run_anonymize(
     return summary  # 5
 
 
-def s3_endpoint(url: str | None) -> None:
-    """--s3-endpoint: botocore (s3fs, and through it every reader here) takes the endpoint from AWS_ENDPOINT_URL,
-    and the pipeline forwards AWS_* variables to every Ray worker."""
+def s3_endpoint(url: str | None, profile: str | None = None) -> None:
+    """--s3-endpoint / --aws-profile: botocore (s3fs, and through it every reader here) reads AWS_ENDPOINT_URL and
+    AWS_PROFILE, and the pipeline forwards AWS_* variables to every Ray worker. Secrets never go on a command line."""
     if url:
         os.environ["AWS_ENDPOINT_URL"] = url
+    if profile:
+        os.environ["AWS_PROFILE"] = profile

@@ -112,8 +112,10 @@ def print_summary(s: dict, out=sys.stdout) -> None:
     if busy:
         print(f"stage busy time: {busy}", file=out)
     print(f"output: {s['output']}  (run record: {s['run_record']})", file=out)
-    if "preview" in s:
+    if s.get("preview", {}).get("contact_sheet"):
         print(f"preview: {s['preview']['contact_sheet']} and {len(s['preview']['videos'])} masked videos", file=out)
+    elif "preview" in s:
+        print("preview: no video was committed ok, nothing to preview", file=out)
     if s["videos_incomplete"]:
         print(f"{s['videos_incomplete']} videos did not finish: run the same command again to finish them", file=out)
     if s["failed_fraction"] > s["max_failed_fraction"]:

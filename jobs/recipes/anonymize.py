@@ -12,12 +12,19 @@ from __future__ import annotations
 import os
 import sys
 
-from pipelines.anonymize import AnonymizeConfig, preflight, run_pipeline
+from pipelines.anonymize import AnonymizeConfig, PreflightError, preflight, run_pipeline
 
 
 def run_anonymize(
     cfg: AnonymizeConfig, *, dry_run: bool = False, preview: int = 0, progress=None, log=sys.stderr
 ) -> dict:
+    if preview and "prune" not in cfg.mode:
+        raise PreflightError(
+            f"--preview shows the tubelets the pruner removed, and --mode {cfg.mode} runs no pruner: use --mode prune "
+            "or prune+aam, or drop --preview"
+        )
+    if preview < 0:
+        raise PreflightError(f"--preview N needs N >= 1, got {preview}")
     plan = preflight(cfg)  # 1
     print(plan.describe(), file=log)  # 2
     untrained = [k for k, i in plan.models.items() if not i.trained]

@@ -81,6 +81,7 @@ class Plan:
     output_config: dict
     run_id: str
     repaired: RepairReport
+    retry: dict = field(default_factory=dict)  # --retry-failed: failed videos' commit markers, forgotten at run start
 
     def describe(self) -> str:
         c, res = self.config, self.config.model
@@ -191,11 +192,13 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     repaired = store.repair()  # a killed earlier run may have left a shard half-committed
     done = store.committed()
     if cfg.retry_failed and done:
-        failed = {v for v, rec in store.read_commits(sorted(done)).items() if rec.get("status") == "failed"}
-        done -= failed
+        failed = {v: rec for v, rec in store.read_commits(sorted(done)).items() if rec.get("status") == "failed"}
+        done -= set(failed)
+    else:
+        failed = {}
     todo = listing.videos[~listing.videos["video_id"].isin(done)].reset_index(drop=True)
     already = int(listing.videos["video_id"].isin(done).sum())
-    return Plan(cfg, listing, todo, already, models, output_config, run_id, repaired)
+    return Plan(cfg, listing, todo, already, models, output_config, run_id, repaired, failed)
 
 
 def build_pipeline(plan: Plan):
@@ -261,6 +264,7 @@ def run_pipeline(plan: Plan, progress=None) -> dict:
     cfg = plan.config
     store = OutputStore(cfg.output)
     store.claim(plan.output_config)
+    store.forget_failed(plan.retry)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     counts = {"ok": 0, "failed": 0}

@@ -63,8 +63,9 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
         raise InputError(f"input {source} is a file; pass its folder, or list files in a manifest (--manifest)")
     rows, other = [], 0
     for path, info in sorted(fs.find(root, detail=True).items()):
-        if info.get("type", "file") != "file" or os.path.basename(path).startswith("."):
-            continue
+        rel = path[len(root.rstrip("/")) + 1 :]
+        if info.get("type", "file") != "file" or any(part.startswith(".") for part in rel.split("/")):
+            continue  # hidden files and folders (.cache/, .DS_Store, our own temp files)
         if not path.lower().endswith(tuple(extensions)):
             other += 1
             continue
@@ -89,16 +90,19 @@ def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing
         table = table.rename(columns={"path": "uri"})
     if "uri" not in table.columns:
         raise InputError(f"manifest {manifest} has no `uri` (or `path`) column (columns: {list(table.columns)})")
-    if table["uri"].duplicated().any():
-        dup = table["uri"][table["uri"].duplicated()].iloc[0]
-        raise InputError(f"manifest {manifest} lists {dup} more than once; every video must appear once")
     label_cols = [c for c in table.columns if c != "uri"]
     base = os.path.dirname(manifest) if "://" not in manifest else manifest.rsplit("/", 1)[0]
-    rows = []
+    rows, seen = [], {}
     for rec in table.to_dict("records"):
-        uri = str(rec["uri"])
+        uri = given = str(rec["uri"])
         if "://" not in uri and not os.path.isabs(uri):
             uri = os.path.join(os.path.abspath(base), uri) if "://" not in base else f"{base}/{uri}"
+        if "://" not in uri:
+            uri = os.path.abspath(uri)  # a.mp4, ./a.mp4 and /abs/a.mp4 are one video, with one video_id
+        if uri in seen:
+            also = "" if seen[uri] == given else f" (as {seen[uri]!r} and {given!r})"
+            raise InputError(f"manifest {manifest} lists {uri} more than once{also}; every video must appear once")
+        seen[uri] = given
         try:
             fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
             info = fs.info(path)

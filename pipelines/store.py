@@ -185,6 +185,28 @@ class OutputStore:
             self.put_bytes(path, _parquet_bytes(kept))
             report.shards_rewritten += 1
 
+    def forget_failed(self, commits: dict[str, dict]) -> int:
+        """--retry-failed: drop the error rows of these failed videos, then their markers, so a retried video never
+        shows up both as failed and as done. In that order: a crash in between leaves a failed marker whose error row
+        is gone, which the next --retry-failed run forgets again."""
+        by_shard: dict[str, set[str]] = {}
+        for vid, rec in commits.items():
+            by_shard.setdefault(rec["shard"], set()).add(vid)
+        for stem, vids in by_shard.items():
+            path = self.shard_file(ERRORS, stem)
+            if not self.exists(path):
+                continue
+            table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
+            kept = table.filter(pa.array([v not in vids for v in table.column("video_id").to_pylist()]))
+            if kept.num_rows:
+                self.put_bytes(path, _parquet_bytes(kept))
+            else:
+                self.fs.rm_file(path)
+        paths = [self.path(COMMITS, f"{vid}.json") for vid in commits]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(self.fs.rm_file, paths))
+        return len(paths)
+
     # -- runs ------------------------------------------------------------------------------------------------------
     def write_run(self, run_id: str, record: dict) -> str:
         path = self.path(RUNS, f"{run_id}.json")

@@ -102,10 +102,16 @@ class DecoderProcess:
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self._proc.start()
-        child.close()
+        conn, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        try:
+            proc.start()
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            child.close()
+        self._proc, self._conn = proc, conn  # only a started child: close() may join it
 
     def call(self, fn: Callable[..., Any], *args: Any, uri: str = "", **kwargs: Any) -> Any:
         if self._proc is None or not self._proc.is_alive():

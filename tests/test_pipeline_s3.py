@@ -1,0 +1,153 @@
+"""The anonymize job with its videos, models and output on S3 (a moto server), run in-process on the shared Ray.
+
+What a user on a cloud archive runs: `anonvid anonymize s3://.../videos/ --out s3://.../run --encoder s3://...`.
+Every reader (s3fs + pyarrow, Ray Data's own S3 client) must find each video exactly once, with its commit marker,
+and a re-run must find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+
+pytestmark = pytest.mark.slow  # each anonymize run is a Ray Data pipeline: 20-40 s on 2 CPUs
+
+
+def fresh_fs():
+    """A client with no listing cache: the job's Ray workers write behind the test process's back."""
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+
+
+def upload_dir(fs, local, remote: str) -> list[str]:
+    """Every file under `local` to `remote`/<relative path>; returns the s3:// URIs."""
+    uris = []
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        uri = f"{remote.rstrip('/')}/{path.relative_to(local).as_posix()}"
+        fs.put_file(str(path), uri)
+        uris.append(uri)
+    return uris
+
+
+@pytest.fixture(scope="module")
+def s3_data(s3_endpoint, small_corpus, tiny_models):
+    """in-bucket/videos/ (the small corpus), models/<kind>/ (the tiny bundles) and an empty out-bucket."""
+    fs = fresh_fs()
+    for bucket in ("in-bucket", "models", "out-bucket"):
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    videos = upload_dir(fs, small_corpus / "videos", "s3://in-bucket/videos")
+    models = {}
+    for kind, path in tiny_models.items():
+        upload_dir(fs, Path(path), f"s3://models/{kind}")
+        models[kind] = f"s3://models/{kind}"
+    assert len(videos) == 12
+    return {"endpoint": s3_endpoint, "videos": videos, "models": models}
+
+
+def anonymize(capsys, source: list[str], out: str, models: dict, *extra: str) -> tuple[int, dict]:
+    """`anonvid anonymize` in-process (it joins the session's Ray); returns the exit code and the JSON summary."""
+    capsys.readouterr()
+    argv = ["anonymize", *source, "--out", out, "--json", "--rows-per-shard", "4", "--batch-size", "4", *extra]
+    argv += [f"--{kind}={uri}" for kind, uri in models.items()]
+    rc = main(argv)
+    captured = capsys.readouterr()
+    start = captured.out.find("{")
+    assert start >= 0, f"no JSON summary (exit {rc}); stderr:\n{captured.err[-4000:]}"
+    return rc, json.loads(captured.out[start:])
+
+
+def read_features_s3(fs, prefix: str) -> pd.DataFrame:
+    return pq.read_table(f"{prefix}/features", filesystem=fs).to_pandas()
+
+
+def commits_s3(fs, prefix: str) -> dict[str, dict]:
+    names = [p for p in fs.ls(f"{prefix}/_commits", detail=False) if p.endswith(".json")]
+    return {p.rsplit("/", 1)[1][: -len(".json")]: json.loads(fs.cat_file(p)) for p in names}
+
+
+@pytest.mark.timeout(420)
+def test_s3_input_models_and_output_every_video_exactly_once(ray_session, s3_data, capsys):
+    videos, models = s3_data["videos"], s3_data["models"]
+    out = "s3://out-bucket/run"
+    rc, summary = anonymize(capsys, ["s3://in-bucket/videos/"], out, models, "--s3-endpoint", s3_data["endpoint"])
+    assert rc == 0, summary
+    assert (summary["videos_listed"], summary["videos_ok"], summary["videos_failed"]) == (12, 12, 0)
+    assert summary["videos_incomplete"] == 0 and summary["ok"]
+    assert {i["uri"] for i in summary["models"].values()} == set(models.values())
+
+    fs = fresh_fs()
+    prefix = "out-bucket/run"
+    feats = read_features_s3(fs, prefix)
+    assert sorted(feats["source_uri"].unique()) == videos  # every uploaded video, by its s3:// URI
+    assert not feats.duplicated(["video_id", "clip_index"]).any()
+    assert len(feats) == 12  # 32 frames at 16x2: one clip per video
+    assert feats.groupby("video_id")["source_uri"].nunique().eq(1).all()
+    assert len(feats["features"].iloc[0]) == 192 and (feats["mode"] == "prune+aam").all()
+
+    # Ray Data's own reader (pyarrow's S3 client, endpoint from AWS_ENDPOINT_URL) sees the same rows
+    import ray.data
+
+    via_ray = ray.data.read_parquet(f"{out}/features").to_pandas()
+    key = ["video_id", "clip_index"]
+    assert sorted(map(tuple, via_ray[key].values.tolist())) == sorted(map(tuple, feats[key].values.tolist()))
+
+    # one commit marker per video, naming a shard that holds exactly that video's rows
+    commits = commits_s3(fs, prefix)
+    assert set(commits) == set(feats["video_id"])
+    shard_files = {p.rsplit("/", 1)[1] for p in fs.ls(f"{prefix}/features", detail=False)}
+    for vid, rec in commits.items():
+        assert rec["status"] == "ok" and rec["rows"] == 1 and rec["run_id"] == summary["run_id"]
+        assert f"part-{rec['shard']}.parquet" in shard_files
+        shard = pq.read_table(io.BytesIO(fs.cat_file(f"{prefix}/features/part-{rec['shard']}.parquet")))
+        assert shard.column("video_id").to_pylist().count(vid) == 1
+    recorded = {p.rsplit("/", 1)[1][: -len(".json")] for p in fs.ls(f"{prefix}/_shards", detail=False)}
+    assert {f[len("part-") : -len(".parquet")] for f in shard_files} <= recorded  # no unrecorded (orphan) shard
+    assert len(shard_files) >= 2  # --rows-per-shard 4 --batch-size 4: the 12 videos went out in several shards
+    assert json.loads(fs.cat_file(f"{prefix}/_output.json"))["config_hash"] == feats["config_hash"].iloc[0]
+    assert fs.exists(f"{prefix}/_runs/{summary['run_id']}.json")
+
+    # the same command again: everything is committed, nothing is processed or written twice
+    rc, again = anonymize(capsys, ["s3://in-bucket/videos/"], out, models, "--s3-endpoint", s3_data["endpoint"])
+    assert rc == 0, again
+    assert (again["videos_ok"], again["videos_failed"], again["videos_skipped_committed"]) == (0, 0, 12)
+    assert len(read_features_s3(fresh_fs(), prefix)) == 12
+    assert len(fresh_fs().ls(f"{prefix}/_runs", detail=False)) == 2
+
+
+@pytest.mark.timeout(420)
+def test_s3_manifest_to_local_output(ray_session, s3_data, capsys, tmp_path):
+    """A CSV manifest on S3 listing s3:// URIs (one of them missing), written to a local folder."""
+    fs = fresh_fs()
+    videos = s3_data["videos"][:6]
+    missing = "s3://in-bucket/videos/not-there.mp4"
+    manifest = pd.DataFrame({"uri": [*videos, missing], "split": ["train"] * 3 + ["test"] * 4})
+    fs.pipe_file("in-bucket/manifests/six.csv", manifest.to_csv(index=False).encode())
+
+    out = tmp_path / "out"
+    rc, summary = anonymize(
+        capsys, ["--manifest", "s3://in-bucket/manifests/six.csv"], str(out), s3_data["models"],
+        "--max-failed-fraction", "0.2",
+    )  # fmt: skip
+    assert rc == 0, summary
+    assert (summary["videos_listed"], summary["videos_ok"], summary["videos_failed"]) == (7, 6, 1)
+    assert summary["errors_by_type"] == {"not_found": 1}
+
+    feats = pd.read_parquet(out / "features")
+    assert sorted(feats["source_uri"]) == videos  # one clip each, every s3:// URI once
+    labels = feats.set_index("source_uri")["labels"].map(json.loads)
+    assert [labels[u]["split"] for u in videos] == ["train"] * 3 + ["test"] * 3
+    errors = pd.read_parquet(out / "errors")
+    assert errors["uri"].tolist() == [missing] and errors["error_type"].tolist() == ["not_found"]
+    commits = {p.stem: json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")}
+    assert len(commits) == 7
+    assert sorted(c["status"] for c in commits.values()) == ["failed"] + ["ok"] * 6
+    assert set(feats["video_id"]) | set(errors["video_id"]) == set(commits)

@@ -1,0 +1,607 @@
+"""The anonymize stages driven in sequence on plain dicts of NumPy arrays, without Ray:
+plan -> decode -> prune -> encode -> gather -> AAM -> write, and the decoder child process beneath plan and decode."""
+
+import json
+import os
+import time
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import index_of, write_indexed_video
+
+from anon_core.video import ClipSpec, DecodeFailure, DecoderProcess, VideoDecodeError
+from anon_core.video.segments import probe_clip_count
+from pipelines.stages import ApplyAam, DecodeClips, EncodeClips, GatherVideos, PlanSegments, PruneClips, WriteShards
+from pipelines.stages.rows import OK, unpack
+from pipelines.store import OutputStore
+
+SPEC = ClipSpec()  # 16 frames at stride 2, 112 px: what the tiny models take
+FPS = 25
+GOOD_CLIPS = 6  # 200 frames: (200 - 31) // 32 + 1 clips of 16 x 2
+GRID, TUBELET = (8, 7, 7), (2, 16, 16)  # the tiny pruner's tubelet grid over a 16 x 112 x 112 clip
+DIM = 192
+ERRORS = {"missing": "not_found", "short": "too_short", "text": "not_a_video"}
+LABELS = {"good": {"action": "wave", "identity": 3}}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("stage_videos")
+    (d / "text.mp4").write_bytes(b"a shopping list, not a video\n" * 40)
+    return {
+        "good": str(write_indexed_video(d / "good.mp4", 200)),
+        "missing": str(d / "missing.mp4"),
+        "short": str(write_indexed_video(d / "short.mp4", 20)),  # one clip spans 31 frames
+        "text": str(d / "text.mp4"),
+    }
+
+
+def listing_rows(videos: dict[str, str], names) -> dict[str, np.ndarray]:
+    """What the driver hands the plan stage: the listing's columns (video_id = the name here)."""
+    return {
+        "video_id": np.array(names, dtype=object),
+        "uri": np.array([videos[n] for n in names], dtype=object),
+        "labels": np.array([json.dumps(LABELS[n]) if n in LABELS else None for n in names], dtype=object),
+    }
+
+
+def copy_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in batch.items()}
+
+
+def concat(batches) -> dict[str, np.ndarray]:
+    batches = list(batches)
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def rows_of(batch: dict[str, np.ndarray], video_id: str) -> dict[str, np.ndarray]:
+    keep = batch["video_id"] == video_id
+    return {k: v[keep] for k, v in batch.items()}
+
+
+@pytest.fixture(scope="module")
+def segments(videos):
+    """One clip per segment: the good video becomes GOOD_CLIPS segments, each bad one a single error segment."""
+    return PlanSegments(SPEC, clips_per_task=1)(listing_rows(videos, ["good", "missing", "short", "text"]))
+
+
+@pytest.fixture(scope="module")
+def segments4(videos):
+    return PlanSegments(SPEC, clips_per_task=4)(listing_rows(videos, ["good", "missing"]))
+
+
+@pytest.fixture(scope="module")
+def decoded(segments):
+    return list(DecodeClips(SPEC)(copy_batch(segments)))
+
+
+@pytest.fixture(scope="module")
+def decoded4(segments4):
+    """Segments of up to 4 clips, shipped in blocks of up to 3: several clips per batch."""
+    return list(DecodeClips(SPEC, clips_per_block=3, segment_clips=4)(copy_batch(segments4)))
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_models):
+    return PruneClips(pruner_uri=tiny_models["pruner"]), EncodeClips(encoder_uri=tiny_models["encoder"])
+
+
+@pytest.fixture(scope="module")
+def processed(decoded4, stages):
+    """(decoded, pruned, encoded) per decoded batch; each stage gets its own copy."""
+    prune, encode = stages
+    out = []
+    for batch in decoded4:
+        pruned = prune(copy_batch(batch))
+        out.append((batch, pruned, encode(copy_batch(pruned))))
+    return out
+
+
+# -- plan ----------------------------------------------------------------------------------------------------------
+
+
+def test_plan_splits_a_good_video_into_segments_covering_every_clip_once(segments):
+    good = rows_of(segments, "good")
+    assert list(good["first_clip"]) == list(range(GOOD_CLIPS))
+    assert list(good["seg_clips"]) == [1] * GOOD_CLIPS
+    assert list(good["num_clips"]) == [GOOD_CLIPS] * GOOD_CLIPS
+    covered = [c for a, k in zip(good["first_clip"], good["seg_clips"], strict=True) for c in range(a, a + k)]
+    assert covered == list(range(GOOD_CLIPS))
+    assert set(good["error_type"]) == set(good["error_stage"]) == set(good["error_message"]) == {OK}
+    assert set(good["labels"]) == {json.dumps(LABELS["good"])}
+    assert segments["first_clip"].dtype == np.int64 and segments["video_id"].dtype == object
+
+
+def test_plan_segments_hold_at_most_clips_per_task(segments4):
+    good = rows_of(segments4, "good")
+    assert list(zip(good["first_clip"], good["seg_clips"], strict=True)) == [(0, 4), (4, 2)]
+    assert list(good["num_clips"]) == [GOOD_CLIPS, GOOD_CLIPS]
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_plan_turns_a_bad_video_into_one_error_segment(segments, videos, name):
+    row = rows_of(segments, name)
+    assert len(row["video_id"]) == 1
+    assert (row["num_clips"][0], row["first_clip"][0], row["seg_clips"][0]) == (1, 0, 1)
+    assert row["error_type"][0] == ERRORS[name]
+    assert row["error_stage"][0] == "probe"
+    assert videos[name] in row["error_message"][0]
+    assert row["uri"][0] == videos[name]
+
+
+# -- decode --------------------------------------------------------------------------------------------------------
+
+
+def test_decode_yields_one_clip_row_per_planned_clip(decoded):
+    good = concat(b for b in decoded if b["video_id"][0] == "good")
+    assert list(good["kind"]) == ["clip"] * GOOD_CLIPS
+    assert list(good["clip_index"]) == list(range(GOOD_CLIPS))
+    assert good["clip"].shape == (GOOD_CLIPS, 16, 112, 112, 3) and good["clip"].dtype == np.uint8
+    assert list(good["covers"]) == [1] * GOOD_CLIPS
+    assert list(good["num_clips"]) == [GOOD_CLIPS] * GOOD_CLIPS
+    assert set(good["error_type"]) == {OK}
+    np.testing.assert_allclose(good["start_s"], np.arange(GOOD_CLIPS) * 32 / FPS)
+    np.testing.assert_allclose(good["end_s"], (np.arange(GOOD_CLIPS) * 32 + 31) / FPS)
+    for ci, clip in zip(good["clip_index"], good["clip"], strict=True):  # frames ci*32, ci*32+2, ... (index mod 64)
+        assert [index_of(f) for f in clip] == [(32 * ci + 2 * j) % 64 for j in range(16)]
+
+
+def test_decode_ships_a_segment_in_blocks_of_clips_per_block(decoded4):
+    good = [b for b in decoded4 if b["video_id"][0] == "good"]
+    assert [list(b["clip_index"]) for b in good] == [[0, 1, 2], [3], [4, 5]]
+    assert [b["clip"].shape for b in good] == [(3, 16, 112, 112, 3), (1, 16, 112, 112, 3), (2, 16, 112, 112, 3)]
+    assert all(list(b["kind"]) == ["clip"] * len(b["kind"]) for b in good)
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_decode_turns_an_error_segment_into_one_error_row(decoded, name):
+    (row,) = [b for b in decoded if b["video_id"][0] == name]
+    assert list(row["kind"]) == ["error"]
+    assert list(row["covers"]) == [1]  # the segment's seg_clips
+    assert list(row["clip_index"]) == [0]
+    assert list(row["error_type"]) == [ERRORS[name]]
+    assert list(row["error_stage"]) == ["probe"]
+    assert row["clip"].shape == (1, 16, 112, 112, 3) and not row["clip"].any()
+
+
+def _segment(video_id, uri, num_clips, first, count, error=(OK, OK, OK)):
+    text = {"video_id": video_id, "uri": uri, "labels": None, **dict(zip(ERROR_COLUMNS, error, strict=True))}
+    numbers = {"num_clips": num_clips, "first_clip": first, "seg_clips": count}
+    return {k: np.array([v], dtype=object) for k, v in text.items()} | {
+        k: np.array([v], dtype=np.int64) for k, v in numbers.items()
+    }
+
+
+ERROR_COLUMNS = ("error_type", "error_stage", "error_message")
+
+
+def test_decode_error_row_covers_the_whole_segment():
+    seg = _segment("v", "/nowhere/v.mp4", 12, 4, 5, ("truncated", "probe", "cut short"))
+    (row,) = list(DecodeClips(SPEC)(seg))
+    assert list(row["kind"]) == ["error"]
+    assert (row["covers"][0], row["clip_index"][0], row["num_clips"][0]) == (5, 4, 12)
+    assert (row["error_type"][0], row["error_stage"][0], row["error_message"][0]) == ("truncated", "probe", "cut short")
+
+
+def test_decode_of_a_file_gone_since_planning_is_a_decode_error(tmp_path):
+    seg = _segment("v", str(tmp_path / "gone.mp4"), 6, 2, 3)
+    (row,) = list(DecodeClips(SPEC)(seg))
+    assert list(row["kind"]) == ["error"]
+    assert (row["covers"][0], row["clip_index"][0]) == (3, 2)
+    assert (row["error_type"][0], row["error_stage"][0]) == ("not_found", "decode")
+
+
+# -- prune and encode ----------------------------------------------------------------------------------------------
+
+
+def _keep_mask(ids: np.ndarray) -> np.ndarray:
+    """Kept tubelet ids -> (T, H, W) bool pixel mask."""
+    m = np.zeros(np.prod(GRID), dtype=bool)
+    m[ids] = True
+    m = m.reshape(GRID)
+    for axis, size in enumerate(TUBELET):
+        m = m.repeat(size, axis=axis)
+    return m
+
+
+def test_prune_and_encode_shapes(processed, stages):
+    prune, _ = stages
+    k = prune.k
+    assert 0 < k < np.prod(GRID)
+    clip_batches = [(p, e) for d, p, e in processed if d["kind"][0] == "clip"]
+    assert sum(len(e["video_id"]) for _, e in clip_batches) == GOOD_CLIPS
+    for pruned, encoded in clip_batches:
+        n = len(pruned["video_id"])
+        assert pruned["kept_tubelet_ids"].shape == (n, k) and pruned["kept_tubelet_ids"].dtype == np.int32
+        for ids in pruned["kept_tubelet_ids"]:
+            assert np.all(np.diff(ids) > 0) and ids[0] >= 0 and ids[-1] < np.prod(GRID)
+        assert pruned["pruner_feature"].shape == (n, DIM) and pruned["pruner_feature"].dtype == np.float32
+        assert np.isfinite(pruned["pruner_feature"]).all() and np.abs(pruned["pruner_feature"]).sum(1).min() > 0
+        assert encoded["features"].shape == (n, DIM) and encoded["features"].dtype == np.float32
+        assert np.isfinite(encoded["features"]).all() and np.abs(encoded["features"]).sum(1).min() > 0
+        assert "clip" not in encoded  # pixels end at the encoder
+        assert set(encoded["error_type"]) == {OK}
+        assert encoded["t_prune"].shape == encoded["t_encode"].shape == (n,)
+
+
+def test_pruned_clip_is_black_exactly_outside_kept_tubelets(processed):
+    checked = 0
+    for decoded, pruned, _ in processed:
+        if decoded["kind"][0] != "clip":
+            continue
+        for before, after, ids in zip(decoded["clip"], pruned["clip"], pruned["kept_tubelet_ids"], strict=True):
+            keep = _keep_mask(ids)  # (T, H, W)
+            assert before[~keep].any()  # the check below can fail: those pixels were not black before
+            assert not after[~keep].any()
+            np.testing.assert_array_equal(after[keep], before[keep])
+            checked += 1
+    assert checked == GOOD_CLIPS
+
+
+def test_error_rows_pass_through_prune_and_encode_untouched(processed, stages):
+    prune, _ = stages
+    (decoded, pruned, encoded) = next(t for t in processed if t[0]["video_id"][0] == "missing")
+    assert list(encoded["kind"]) == ["error"]
+    assert (pruned["kept_tubelet_ids"] == -1).all() and pruned["kept_tubelet_ids"].shape == (1, prune.k)
+    assert not pruned["pruner_feature"].any()
+    assert encoded["features"].shape == (1, DIM) and not encoded["features"].any()
+    for col in ("error_type", "error_stage", "error_message", "covers", "clip_index", "num_clips"):
+        assert list(encoded[col]) == list(decoded[col])
+    assert encoded["error_type"][0] == "not_found"
+
+
+def test_encode_without_prune_on_a_mixed_batch(decoded4, stages):
+    """raw mode: encode straight from decode; one batch holding a clip row and an error row."""
+    _, encode = stages
+    clip = next(b for b in decoded4 if b["video_id"][0] == "good")
+    err = next(b for b in decoded4 if b["video_id"][0] == "missing")
+    mixed = concat([{k: v[:1] for k, v in clip.items()}, err])
+    out = encode(copy_batch(mixed))
+    assert out["features"].shape == (2, DIM)
+    assert np.abs(out["features"][0]).sum() > 0 and not out["features"][1].any()
+    assert list(out["error_type"]) == [OK, "not_found"]
+
+
+def wrong_size_clips(video_id: str, n: int) -> dict[str, np.ndarray]:
+    """Clip rows the models cannot take (64 px, not 112): the model call raises inside the stage."""
+    rows = feature_rows(video_id, range(n), n)
+    del rows["features"]
+    return rows | {"clip": np.full((n, 16, 64, 64, 3), 90, dtype=np.uint8)}
+
+
+MODEL_ERROR = "does not match the model's (T, H, W) = (16, 112, 112)"
+
+
+def test_a_prune_failure_fails_the_rows_and_encode_leaves_them_failed(stages):
+    prune, encode = stages
+    pruned = prune(wrong_size_clips("w", 2))
+    assert list(pruned["error_type"]) == ["ValueError"] * 2 and list(pruned["error_stage"]) == ["prune"] * 2
+    assert all(MODEL_ERROR in m for m in pruned["error_message"])
+    assert (pruned["kept_tubelet_ids"] == -1).all() and not pruned["pruner_feature"].any()
+    encoded = encode(copy_batch(pruned))
+    assert list(encoded["error_stage"]) == ["prune"] * 2 and not encoded["features"].any()
+    (status, num, p) = released(GatherVideos(expected_videos=1)(encoded))["w"]
+    assert (status, num, p["error"]["type"], p["error"]["stage"]) == ("failed", 0, "ValueError", "prune")
+
+
+def test_an_encode_failure_fails_the_rows(stages):
+    _, encode = stages
+    encoded = encode(wrong_size_clips("w", 2))
+    assert list(encoded["error_type"]) == ["ValueError"] * 2 and list(encoded["error_stage"]) == ["encode"] * 2
+    assert all(MODEL_ERROR in m for m in encoded["error_message"]) and not encoded["features"].any()
+
+
+# -- gather --------------------------------------------------------------------------------------------------------
+
+
+def clip_features(video_id: str, clip_index: int) -> np.ndarray:
+    rng = np.random.default_rng([zlib.crc32(video_id.encode()), clip_index])
+    return rng.standard_normal(DIM).astype(np.float32)
+
+
+def feature_rows(video_id: str, clip_indices, num_clips: int, kind="clip", covers=1, error=(OK, OK, OK)):
+    """Rows as the encode stage emits them: one per clip, or one error/gap row standing for `covers` clips."""
+    idx = np.asarray(clip_indices, dtype=np.int64)
+    n = len(idx)
+    return {
+        "kind": np.full(n, kind, dtype=object),
+        "video_id": np.full(n, video_id, dtype=object),
+        "uri": np.full(n, f"/data/{video_id}.mp4", dtype=object),
+        "labels": np.full(n, json.dumps({"id": video_id}), dtype=object),
+        "num_clips": np.full(n, num_clips, dtype=np.int64),
+        "covers": np.full(n, covers, dtype=np.int64),
+        "error_type": np.full(n, error[0], dtype=object),
+        "error_stage": np.full(n, error[1], dtype=object),
+        "error_message": np.full(n, error[2], dtype=object),
+        "clip_index": idx,
+        "start_s": idx * 1.28,
+        "end_s": idx * 1.28 + 1.24,
+        "t_decode": np.full(n, 0.5),
+        "t_encode": np.full(n, 0.25),
+        "features": np.stack([clip_features(video_id, int(i)) if kind == "clip" else np.zeros(DIM, np.float32)
+                              for i in idx]).reshape(n, DIM),
+    }  # fmt: skip
+
+
+def whole_video(video_id: str, n: int) -> dict[str, np.ndarray]:
+    return feature_rows(video_id, range(n), n)
+
+
+def take(batch, idx) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in batch.items()}
+
+
+def released(out: dict[str, np.ndarray]) -> dict[str, tuple[str, int, dict]]:
+    """video_id -> (status, num_clips, unpacked payload) of one gather output."""
+    cols = (out["video_id"], out["status"], out["num_clips"], out["payload"])
+    return {v: (s, int(n), unpack(p)) for v, s, n, p in zip(*cols, strict=True)}
+
+
+def test_gather_releases_each_video_once_with_clips_in_order():
+    sizes = {"a": 5, "b": 3, "c": 1}
+    rows = concat(whole_video(v, n) for v, n in sizes.items())
+    order = np.random.default_rng(0).permutation(len(rows["video_id"]))
+    gather = GatherVideos(expected_videos=3)
+    outs = [gather(take(rows, order[a:b])) for a, b in ((0, 2), (2, 5), (5, 9))]
+    assert [len(o["video_id"]) for o in outs] == [0, 0, 3]  # all whole only with the last batch
+    got = released(outs[-1])
+    assert sorted(got) == ["a", "b", "c"]
+    for vid, n in sizes.items():
+        status, num, p = got[vid]
+        assert (status, num, p["error"]) == ("ok", n, None)
+        assert list(p["clip_index"]) == list(range(n))
+        np.testing.assert_array_equal(p["features"], np.stack([clip_features(vid, i) for i in range(n)]))
+        np.testing.assert_allclose(p["start_s"], np.arange(n) * 1.28)
+        assert p["uri"] == f"/data/{vid}.mp4" and p["labels"] == json.dumps({"id": vid})
+        assert p["seconds"]["t_decode"] == pytest.approx(0.5 * n)
+    assert len(gather(take(rows, order)).get("video_id")) == 0  # rows of released videos are ignored
+
+
+def test_gather_counts_a_row_seen_twice_once():
+    a, b = whole_video("a", 4), whole_video("b", 1)
+    gather = GatherVideos(expected_videos=2, rows_per_shard=1)
+    first = take(a, [0, 1])
+    assert len(gather(first)["video_id"]) == 0
+    assert len(gather(first)["video_id"]) == 0  # a retried task's rows: still 2 of 4 clips
+    out = released(gather(take(a, [3, 2, 1])))
+    assert list(out) == ["a"] and out["a"][1] == 4
+    assert list(out["a"][2]["clip_index"]) == [0, 1, 2, 3]
+    assert len(gather(a)["video_id"]) == 0  # all again, after release: nothing
+    assert list(released(gather(b))) == ["b"]
+
+
+def test_gather_releases_a_video_with_an_error_row_as_failed():
+    ok_part = feature_rows("v", [0, 1], 5)
+    err = feature_rows("v", [2], 5, kind="error", covers=3, error=("truncated", "decode", "ends early"))
+    gather = GatherVideos(expected_videos=1)
+    assert len(gather(ok_part)["video_id"]) == 0
+    (status, num, p) = released(gather(err))["v"]
+    assert (status, num) == ("failed", 0)
+    assert p["error"] == {"type": "truncated", "stage": "decode", "message": "ends early"}
+    assert "features" not in p and "clip_index" not in p
+
+
+def test_gather_counts_a_gap_row_without_failing_the_video():
+    rows = concat([feature_rows("v", [0, 1], 4), feature_rows("v", [2], 4, kind="gap", covers=2)])
+    (status, num, p) = released(GatherVideos(expected_videos=1)(rows))["v"]
+    assert (status, num, p["error"]) == ("ok", 2, None)
+    assert list(p["clip_index"]) == [0, 1]
+
+
+def test_gather_releases_at_rows_per_shard_or_when_all_videos_are_whole():
+    gather = GatherVideos(expected_videos=4, rows_per_shard=5)
+    c = whole_video("c", 2)
+    steps = [
+        (whole_video("a", 3), []),  # 3 rows ready, 1 of 4 videos
+        (whole_video("b", 3), ["a", "b"]),  # 6 rows >= 5
+        (take(c, [1]), []),  # c half-gathered: never released
+        (take(c, [0]), []),  # c whole: 2 rows, 3 of 4 videos
+        (whole_video("d", 1), ["c", "d"]),  # all 4 whole
+    ]
+    for batch, expect in steps:
+        assert sorted(gather(batch)["video_id"]) == expect
+
+
+def test_gather_on_real_encoded_batches(processed):
+    encoded = [e for _, _, e in processed][::-1]  # arrival order is not clip order
+    gather = GatherVideos(expected_videos=2)
+    got = released(concat(gather(b) for b in encoded))
+    assert sorted(got) == ["good", "missing"]
+    status, num, p = got["good"]
+    assert (status, num, p["error"]) == ("ok", GOOD_CLIPS, None)
+    assert list(p["clip_index"]) == list(range(GOOD_CLIPS))
+    by_index = {int(i): f for _, _, e in processed for i, f in zip(e["clip_index"], e["features"], strict=True)
+                if e["video_id"][0] == "good"}  # fmt: skip
+    np.testing.assert_array_equal(p["features"], np.stack([by_index[i] for i in range(GOOD_CLIPS)]))
+    assert p["kept_tubelet_ids"].shape[0] == p["pruner_feature"].shape[0] == GOOD_CLIPS
+    assert got["missing"][:2] == ("failed", 0) and got["missing"][2]["error"]["type"] == "not_found"
+
+
+# -- AAM -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aam(tiny_models):
+    return ApplyAam(aam_uri=tiny_models["aam"])
+
+
+def gathered(sizes: dict[str, int], failed=()) -> dict[str, np.ndarray]:
+    rows = [whole_video(v, n) for v, n in sizes.items()]
+    rows += [feature_rows(v, [0], 1, kind="error", covers=1, error=("corrupt", "decode", "bad")) for v in failed]
+    return GatherVideos(expected_videos=len(sizes) + len(failed))(concat(rows))
+
+
+def test_aam_replaces_ok_features_and_leaves_failed_videos_alone(aam):
+    batch = gathered({"a": 4, "b": 2}, failed=["f"])
+    before = {v: unpack(p) for v, p in zip(batch["video_id"], batch["payload"], strict=True)}
+    out = aam(copy_batch(batch))
+    after = {v: unpack(p) for v, p in zip(out["video_id"], out["payload"], strict=True)}
+    assert list(out["status"]) == list(batch["status"])
+    for vid in ("a", "b"):
+        f0, f1 = before[vid]["features"], after[vid]["features"]
+        assert f1.shape == f0.shape and f1.dtype == np.float32 and np.isfinite(f1).all()
+        assert not np.allclose(f1, f0, atol=1e-3)
+        assert after[vid]["error"] is None
+        np.testing.assert_array_equal(after[vid]["clip_index"], before[vid]["clip_index"])
+    assert after["f"]["error"] == before["f"]["error"] == {"type": "corrupt", "stage": "decode", "message": "bad"}
+    assert "features" not in after["f"]
+    assert all("t_aam" in p["seconds"] for p in after.values())
+
+
+def test_aam_output_for_a_video_does_not_depend_on_the_others_in_its_batch(aam):
+    sizes = {"a": 1, "b": 4, "c": 6, "d": 3}
+    alone = {}
+    for vid, n in sizes.items():
+        out = aam(gathered({vid: n}))
+        alone[vid] = unpack(out["payload"][0])["features"]
+    for order in (["a", "b", "c", "d"], ["d", "c", "b", "a"]):
+        out = aam(gathered({v: sizes[v] for v in order}, failed=["f"]))
+        for vid, p in zip(out["video_id"], out["payload"], strict=True):
+            if vid != "f":
+                np.testing.assert_allclose(unpack(p)["features"], alone[vid], rtol=1e-4, atol=1e-5)
+
+
+def test_an_aam_failure_fails_that_batchs_ok_videos_and_keeps_other_errors(aam):
+    bad_width = feature_rows("a", [0, 1], 2) | {"features": np.ones((2, DIM + 1), np.float32)}  # not 192-d
+    failed = feature_rows("f", [0], 1, kind="error", error=("corrupt", "decode", "bad"))
+    gather = GatherVideos(expected_videos=2)
+    assert len(gather(failed)["video_id"]) == 0
+    got = released(aam(gather(bad_width)))
+    status, _, p = got["a"]
+    assert (status, p["error"]["type"], p["error"]["stage"]) == ("failed", "ValueError", "aam")
+    assert got["f"][0] == "failed" and got["f"][2]["error"] == {"type": "corrupt", "stage": "decode", "message": "bad"}
+
+
+# -- write ---------------------------------------------------------------------------------------------------------
+
+ROW_FIELDS = {"mode": "prune+aam", "encoder_id": "enc-1", "pruner_id": "pr-1", "aam_id": "aam-1", "config_hash": "c0"}
+
+
+@pytest.fixture(scope="module")
+def videos_to_write(processed, decoded, aam):
+    """The good video (pruned, encoded, AAM'd) and the three bad ones, as the sink receives them."""
+    bad = [b for b in decoded if b["video_id"][0] in ERRORS]
+    gather = GatherVideos(expected_videos=4)
+    rows = [gather(e) for _, _, e in processed]
+    rows += [gather({**b, "features": np.zeros((1, DIM), np.float32)}) for b in bad]
+    return aam(concat(rows))
+
+
+def test_write_shards_writes_features_errors_and_commits(tmp_path, videos_to_write, videos, stages):
+    payloads = {v: unpack(p) for v, p in zip(videos_to_write["video_id"], videos_to_write["payload"], strict=True)}
+    summary = WriteShards(output=str(tmp_path), run_id="r1", row_fields=ROW_FIELDS)(copy_batch(videos_to_write))
+
+    ids = list(videos_to_write["video_id"])
+    assert list(summary["video_id"]) == ids
+    stem = summary["shard"][0]
+    assert stem.startswith("r1-") and set(summary["shard"]) == {stem}
+    expect = {"good": ("ok", GOOD_CLIPS, "")} | {n: ("failed", 0, e) for n, e in ERRORS.items()}
+    got = zip(ids, summary["status"], summary["num_clips"], summary["error_type"], strict=True)
+    assert {vid: (status, num, etype) for vid, status, num, etype in got} == expect
+    assert (summary["t_write"] > 0).all() and (summary["t_aam"][ids.index("good")] > 0)
+
+    features = pq.read_table(tmp_path / "features")  # the folder, as a reader would
+    assert sorted(os.listdir(tmp_path / "features")) == [f"part-{stem}.parquet"]
+    assert features.schema.field("features").type == pa.list_(pa.float32(), DIM)
+    assert features.schema.field("kept_tubelet_ids").type == pa.list_(pa.int32(), stages[0].k)
+    assert features.schema.field("pruner_feature").type == pa.list_(pa.float32(), DIM)
+    assert features.num_rows == GOOD_CLIPS
+    cols = features.to_pydict()
+    assert cols["video_id"] == ["good"] * GOOD_CLIPS and cols["clip_index"] == list(range(GOOD_CLIPS))
+    assert cols["source_uri"] == [videos["good"]] * GOOD_CLIPS
+    assert cols["labels"] == [json.dumps(LABELS["good"])] * GOOD_CLIPS
+    assert cols["run_id"] == ["r1"] * GOOD_CLIPS
+    for k, v in ROW_FIELDS.items():
+        assert cols[k] == [v] * GOOD_CLIPS
+    np.testing.assert_array_equal(np.array(cols["features"], dtype=np.float32), payloads["good"]["features"])
+
+    errors = pq.read_table(tmp_path / "errors").to_pydict()
+    assert sorted(errors["video_id"]) == sorted(ERRORS)
+    by_video = zip(errors["video_id"], errors["stage"], errors["error_type"], strict=True)
+    assert {v: (s, e) for v, s, e in by_video} == {n: ("probe", e) for n, e in ERRORS.items()}
+    assert errors["run_id"] == ["r1"] * 3 and sorted(errors["uri"]) == sorted(videos[n] for n in ERRORS)
+
+    for vid in ids:
+        rec = json.loads((tmp_path / "_commits" / f"{vid}.json").read_text())
+        status, num, _ = expect[vid]
+        assert rec == {"video_id": vid, "status": status, "shard": stem, "rows": num, "run_id": "r1",
+                       "uri": videos[vid]}  # fmt: skip
+    record = json.loads((tmp_path / "_shards" / f"{stem}.json").read_text())
+    assert record == {"videos": ids, "rows": {"features": GOOD_CLIPS, "errors": 3}}
+
+    store = OutputStore(str(tmp_path))
+    assert store.committed() == set(ids)
+    assert store.repair().shards_checked == 0  # a whole shard: nothing to repair
+
+
+def test_write_shards_on_an_empty_batch_writes_nothing(tmp_path):
+    empty = {"video_id": np.zeros(0, dtype=object), "payload": np.zeros(0, dtype=object)}
+    summary = WriteShards(output=str(tmp_path / "out"), run_id="r1")(empty)
+    assert {k: len(v) for k, v in summary.items()} == dict.fromkeys(summary, 0)
+    assert "video_id" in summary and "status" in summary
+    assert not (tmp_path / "out").exists()
+
+
+# -- the decoder child process -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def decoder_process():
+    proc = DecoderProcess(timeout_s=30)
+    yield proc
+    proc.close()
+
+
+def test_decoder_process_survives_a_crash_in_its_child(decoder_process):
+    assert decoder_process.call(os.getpid) != os.getpid()  # it really is another process
+    with pytest.raises(VideoDecodeError) as info:
+        decoder_process.call(os.abort, uri="crash.mp4")
+    assert info.value.reason == DecodeFailure.DECODER_CRASH
+    assert info.value.uri == "crash.mp4" and "SIGABRT" in str(info.value)
+    assert decoder_process.call(abs, -3) == 3  # a fresh child serves the next call
+
+
+def test_decoder_process_times_out_a_hung_call(decoder_process):
+    decoder_process.timeout_s = 1.0
+    t0 = time.monotonic()
+    with pytest.raises(VideoDecodeError) as info:
+        decoder_process.call(time.sleep, 60, uri="hang.mp4")
+    assert info.value.reason == DecodeFailure.TIMEOUT and info.value.uri == "hang.mp4"
+    assert time.monotonic() - t0 < 20
+    decoder_process.timeout_s = 30.0  # room for a fresh child's start on a loaded machine
+    assert decoder_process.call(abs, -4) == 4
+
+
+def test_decoder_process_reraises_the_childs_exception_with_its_type(decoder_process, tmp_path):
+    with pytest.raises(ValueError, match="invalid literal"):
+        decoder_process.call(int, "not a number")
+    missing = str(tmp_path / "nope.mp4")
+    with pytest.raises(VideoDecodeError) as info:  # raised in the child, reason and uri kept across the pipe
+        decoder_process.call(probe_clip_count, missing, SPEC, uri=missing)
+    assert (info.value.reason, info.value.uri) == (DecodeFailure.NOT_FOUND, missing)
+    pid = decoder_process.call(os.getpid)
+    assert decoder_process.call(os.getpid) == pid  # an exception does not cost the child
+
+
+def test_decoder_process_recovers_from_a_failed_child_start(monkeypatch):
+    import multiprocessing as mp
+
+    spawn_process = mp.get_context("spawn").Process
+    real_start = spawn_process.start
+    calls = []
+
+    def flaky_start(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(24, "Too many open files")
+        return real_start(self)
+
+    monkeypatch.setattr(spawn_process, "start", flaky_start)
+    decoder_process = DecoderProcess(timeout_s=30)
+    with pytest.raises(OSError):
+        decoder_process.call(abs, -1)  # e.g. out of file descriptors for a moment
+    assert decoder_process.call(abs, -5) == 5  # the worker's next video must not inherit the failure
+    decoder_process.close()

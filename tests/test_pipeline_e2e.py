@@ -376,7 +376,7 @@ def bad_input(tmp_path_factory, small_corpus) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(2 * RUN_TIMEOUT)
 def test_bad_videos_become_error_rows_and_set_the_exit_code(ray_session, tiny_models, bad_input, tmp_path):
-    args = mode_args("prune+aam", tiny_models, [str(bad_input)])
+    args = mode_args("aam", tiny_models, [str(bad_input)])  # cheaper than prune+aam; errors still pass every stage
     good_names = {p.name for p in bad_input.iterdir()} - set(BAD)
     assert len(good_names) == N_VIDEOS
 
@@ -407,7 +407,8 @@ def test_bad_videos_become_error_rows_and_set_the_exit_code(ray_session, tiny_mo
     assert strict.rc == 1 and not strict.summary["ok"]  # 25% failed > the default 5%
     check(strict)
     printed = io.StringIO()
-    print_summary(strict.summary, out=printed)  # what the CLI prints for this run
+    record = str(strict.out / "_runs" / "strict.json")
+    print_summary({**strict.summary, "run_record": record}, out=printed)  # what the CLI printed for this run
     assert "FAILED: 25.0% of videos failed (limit 5.0%)" in printed.getvalue() and "errors/" in printed.getvalue()
 
     lenient = run_job(tmp_path / "lenient", [*args, "--max-failed-fraction", "0.9"], run_id="lenient")
@@ -501,13 +502,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_pat
         assert not (out / sub).exists(), sub
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: run_anonymize(log=sys.stderr), print_summary(out=sys.stdout) and Progress(stream=sys.stderr) bind "
-    "the streams of import time as default arguments, so an in-process caller that redirects sys.stdout/sys.stderr "
-    "(pytest capsys, contextlib.redirect_*) never sees the plan or summary, and after a capture ends the job writes "
-    "to a closed file (ValueError: I/O operation on closed file)",
-)
 def test_cli_writes_to_the_streams_of_the_moment(tiny_models, corpus, tmp_path, capsys, no_pipeline):
     args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--dry-run"]
     assert anonymize(tmp_path / "out", args) == 0
@@ -527,22 +521,24 @@ def test_rerun_after_a_kill_mid_commit_leaves_every_video_exactly_once(mode_run,
     first = mode_run("prune")
     out = tmp_path / "out"
     shutil.copytree(first.out, out)
-    shard = sorted((out / "features").glob("part-*.parquet"))[0]
+    # the biggest shard (a slow first run may have flushed more than one)
+    shard = max((out / "features").glob("part-*.parquet"), key=lambda p: pq.read_metadata(p).num_rows)
     stem = shard.name[len("part-") : -len(".parquet")]
+    in_shard = sorted(set(pq.read_table(shard).column("video_id").to_pylist()))
+    assert len(in_shard) >= 2
     shutil.copy2(shard, out / "features" / "part-fake.parquet")  # an orphan: no record, no marker points at it
     (out / "_shards" / f"{stem}.json").unlink()  # killed before the shard record ...
-    in_shard = sorted(set(pq.read_table(shard).column("video_id").to_pylist()))
-    uncommitted = in_shard[:3]
+    uncommitted = in_shard[: min(3, len(in_shard) - 1)]
     for vid in uncommitted:  # ... and before these videos' markers
         (out / "_commits" / f"{vid}.json").unlink()
 
     rerun = run_job(out, first.args, run_id="after-kill")
     s = rerun.summary
     assert rerun.rc == 0 and s["ok"]
-    assert (s["videos_ok"], s["videos_skipped_committed"]) == (3, N_VIDEOS - 3)
+    assert (s["videos_ok"], s["videos_skipped_committed"]) == (len(uncommitted), N_VIDEOS - len(uncommitted))
     before = s["repaired"]["before"]
-    assert before["shards_removed"] == 1 and before["shards_rewritten"] == 1
-    assert before["rows_dropped"] == len(in_shard) + 3
+    assert before["shards_removed"] == 1 and before["shards_rewritten"] == 1  # the orphan went; the shard kept the rest
+    assert before["rows_dropped"] == len(in_shard) + len(uncommitted)
 
     assert not (out / "features" / "part-fake.parquet").exists()
     table = read_features(out)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-N_VIDEOS = 48
+N_VIDEOS = 32
 NODE = {"num_cpus": 1, "object_store_memory": 200 << 20}
 JOB_TIMEOUT_S = 300
 
@@ -47,11 +47,28 @@ workers = [cluster.add_node(**node_args) for _ in range(int(sys.argv[2]))]
 cluster.wait_for_nodes()
 head = cluster.head_node
 print("CTL address", cluster.address, json.dumps(sorted(cluster.global_state.cluster_resources())), flush=True)
+
+
+def actors(node):  # the Ray Data actors (process titles "ray::MapWorker(...)") this node's raylet runs
+    import psutil
+
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    titles = []
+    for p in raylet.children(recursive=True):
+        try:
+            titles.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return sorted(t.split()[0] for t in titles if t.startswith("ray::MapWorker"))
+
+
 for line in sys.stdin:
     cmd = line.split()
-    if cmd and cmd[0] == "remove":  # a crash: no graceful shutdown
-        cluster.remove_node(workers.pop(int(cmd[1])), allow_graceful=False)
-        print("CTL removed", flush=True)
+    if cmd and cmd[0] == "remove":  # a crash, no graceful shutdown, of the worker node running the most actors
+        index = max(range(len(workers)), key=lambda i: len(actors(workers[i])))
+        lost = actors(workers[index])
+        cluster.remove_node(workers.pop(index), allow_graceful=False)
+        print("CTL removed", json.dumps(lost), flush=True)
     elif cmd and cmd[0] == "add":
         workers.append(cluster.add_node(**node_args))
         cluster.wait_for_nodes()
@@ -92,13 +109,14 @@ class ClusterProcess:
         assert line.startswith(f"CTL {word}"), line
         return line
 
-    def _send(self, cmd: str, word: str, timeout: float = 120) -> None:
+    def _send(self, cmd: str, word: str, timeout: float = 120) -> str:
         self.proc.stdin.write(cmd + "\n")
         self.proc.stdin.flush()
-        self._expect(word, timeout)
+        return self._expect(word, timeout)
 
-    def remove_worker(self, index: int = 0) -> None:
-        self._send(f"remove {index}", "removed")
+    def remove_worker(self) -> list[str]:
+        """Kill the worker node running the most Ray Data actors; returns those actors' process titles."""
+        return json.loads(self._send("remove", "removed").split(" ", 2)[2])
 
     def add_worker(self) -> None:
         self._send("add", "added")
@@ -249,7 +267,7 @@ def test_worker_node_dies_mid_run_then_rerun_leaves_every_video_exactly_once(clu
         pytest.fail(f"run 1 ended (exit {first.returncode}) before 8 markers; see {tmp_path / 'run1.err'}")
     at_removal = markers(out)
     t_removal = time.monotonic() - t0
-    cluster.remove_worker(0)
+    lost_actors = cluster.remove_worker()
     try:
         rc1 = first.wait(timeout=JOB_TIMEOUT_S)
         outcome = "finished" if rc1 == 0 else f"failed (exit {rc1})"
@@ -266,7 +284,8 @@ def test_worker_node_dies_mid_run_then_rerun_leaves_every_video_exactly_once(clu
     assert s2["videos_ok"] == N_VIDEOS - after_first and s2["videos_incomplete"] == 0
     result = assert_exactly_once(out, expected_videos(corpus))
     print(
-        f"\nnode failure: removed a worker at {t_removal:.0f} s with {at_removal}/{N_VIDEOS} committed; run 1 "
+        f"\nnode failure: removed a worker (actors {lost_actors}) at {t_removal:.0f} s with {at_removal}/{N_VIDEOS} "
+        f"committed; run 1 "
         f"{outcome} at {t_first:.0f} s with {after_first} committed (summary: "
         f"{None if s1 is None else {k: s1[k] for k in ('videos_ok', 'videos_failed', 'videos_incomplete')}}); "
         f"re-run processed {s2['videos_ok']} in {s2['elapsed_s']} s, repaired {s2['repaired']['before']}; "

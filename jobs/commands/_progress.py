@@ -9,8 +9,8 @@ import time
 class Progress:
     """Call with (done, total). The clock starts at the first call, so set-up before the work is not counted."""
 
-    def __init__(self, label: str, total: int, stream=sys.stderr) -> None:
-        self.label, self.total, self.stream = label, total, stream
+    def __init__(self, label: str, total: int, stream=None) -> None:
+        self.label, self.total, self.stream = label, total, sys.stderr if stream is None else stream
         self.start: float | None = None
         self._last = 0.0
 

@@ -96,7 +96,8 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def print_summary(s: dict, out=sys.stdout) -> None:
+def print_summary(s: dict, out=None) -> None:
+    out = sys.stdout if out is None else out
     if s.get("dry_run"):
         print(f"dry run: {s['videos_to_process']} of {s['videos_listed']} videos would be processed", file=out)
         return

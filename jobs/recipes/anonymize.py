@@ -16,8 +16,9 @@ from pipelines.anonymize import AnonymizeConfig, PreflightError, preflight, run_
 
 
 def run_anonymize(
-    cfg: AnonymizeConfig, *, dry_run: bool = False, preview: int = 0, progress=None, log=sys.stderr
+    cfg: AnonymizeConfig, *, dry_run: bool = False, preview: int = 0, progress=None, log=None
 ) -> dict:
+    log = sys.stderr if log is None else log  # the stream of the moment, not the one at import
     if preview and "prune" not in cfg.mode:
         raise PreflightError(
             f"--preview shows the tubelets the pruner removed, and --mode {cfg.mode} runs no pruner: use --mode prune "

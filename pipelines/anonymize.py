@@ -87,8 +87,8 @@ class Plan:
         c, res = self.config, self.config.model
         gpu = f", {res.gpus_per_actor} GPU" if res.gpus_per_actor else ""
         stages = [
-            "plan segments: tasks, 0.25 CPU, 8 videos per call",
-            "decode clips: tasks, 0.5 CPU, 1 segment per call",
+            "plan segments: tasks, 0.5 CPU, 8 videos per call",
+            "decode clips: tasks, 0.5 CPU, 4 segments per call (one held at a time)",
         ]
         if c.needs()["pruner"]:
             stages.append(f"prune: {res.min_actors}-{res.max_actors} actors, {res.cpus_per_actor} CPU{gpu}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -32,8 +33,6 @@ N_VIDEOS = 32
 NODE = {"num_cpus": 1, "object_store_memory": 200 << 20}
 JOB_TIMEOUT_S = 300
 
-pytestmark = pytest.mark.slow
-
 CLUSTER_SCRIPT = r"""
 import json, sys
 import ray._common.utils, ray._private.utils
@@ -45,7 +44,6 @@ node_args = json.loads(sys.argv[1])
 cluster = Cluster(initialize_head=True, head_node_args=node_args)
 workers = [cluster.add_node(**node_args) for _ in range(int(sys.argv[2]))]
 cluster.wait_for_nodes()
-head = cluster.head_node
 print("CTL address", cluster.address, json.dumps(sorted(cluster.global_state.cluster_resources())), flush=True)
 
 
@@ -185,8 +183,21 @@ def run_job(cmd: list[str], log: Path) -> tuple[int, dict | None]:
 
 
 def summary_of(log: Path) -> dict | None:
-    text = log.with_suffix(".json").read_text()
-    return json.loads(text[text.index("{") :]) if "{" in text else None
+    return json_summary(log.with_suffix(".json").read_text())
+
+
+def json_summary(text: str) -> dict | None:
+    """The `--json` summary in the job's stdout. Ray prints raylet and task-failure messages to the driver's stdout
+    too (a dead node's raylet log, for one), so the summary is the object that starts on a line of its own."""
+    decoder = json.JSONDecoder()
+    for line in re.finditer(r"^\{$", text, re.MULTILINE):
+        try:
+            obj, _ = decoder.raw_decode(text, line.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "run_id" in obj:
+            return obj
+    return None
 
 
 def markers(out: Path) -> int:
@@ -256,6 +267,7 @@ def assert_exactly_once(out: Path, expected: pd.DataFrame) -> dict:
     return {"shards": len(stems(out / "features")), "runs": sorted(feats["run_id"].unique())}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_worker_node_dies_mid_run_then_rerun_leaves_every_video_exactly_once(cluster, corpus, tiny_models, tmp_path):
     assert "node:__internal_head__" in cluster.resources  # the gather stage is pinned there
@@ -293,6 +305,7 @@ def test_worker_node_dies_mid_run_then_rerun_leaves_every_video_exactly_once(clu
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_driver_sigkilled_then_rerun_leaves_every_video_exactly_once(cluster, corpus, tiny_models, tmp_path):
     out = tmp_path / "out"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -60,9 +61,9 @@ def anonymize(capsys, source: list[str], out: str, models: dict, *extra: str) ->
     argv += [f"--{kind}={uri}" for kind, uri in models.items()]
     rc = main(argv)
     captured = capsys.readouterr()
-    start = captured.out.find("{")
-    assert start >= 0, f"no JSON summary (exit {rc}); stderr:\n{captured.err[-4000:]}"
-    return rc, json.loads(captured.out[start:])
+    start = re.search(r"^\{$", captured.out, re.MULTILINE)  # the summary starts on a line of its own
+    assert start, f"no JSON summary (exit {rc}); stderr:\n{captured.err[-4000:]}"
+    return rc, json.JSONDecoder().raw_decode(captured.out, start.start())[0]
 
 
 def read_features_s3(fs, prefix: str) -> pd.DataFrame:
@@ -151,3 +152,35 @@ def test_s3_manifest_to_local_output(ray_session, s3_data, capsys, tmp_path):
     assert len(commits) == 7
     assert sorted(c["status"] for c in commits.values()) == ["failed"] + ["ok"] * 6
     assert set(feats["video_id"]) | set(errors["video_id"]) == set(commits)
+
+
+@pytest.mark.xfail(
+    reason="OutputStore lists _commits/ (and features/, _shards/) through s3fs's listings cache, which never expires: "
+    "the listing the driver took in preflight is still what it sees after the run, though Ray workers committed "
+    "videos since; the run reports them incomplete and exits 1, and a later run in the same process redoes them",
+    strict=True,
+)
+@pytest.mark.timeout(420)
+def test_s3_incremental_run_processes_only_the_new_videos(ray_session, s3_data, capsys):
+    """Videos added under the prefix after a run: the next run does them, and only them, and says it finished."""
+    fs = fresh_fs()
+    first, later = s3_data["videos"][:5], s3_data["videos"][5:8]
+    for uri in first:
+        fs.copy(uri, uri.replace("/videos/", "/incremental/"))
+    src, out = "s3://in-bucket/incremental/", "s3://out-bucket/incremental"
+    rc, summary = anonymize(capsys, [src], out, s3_data["models"])
+    assert rc == 0 and summary["videos_ok"] == 5, summary
+
+    for uri in later:
+        fs.copy(uri, uri.replace("/videos/", "/incremental/"))
+    rc, summary = anonymize(capsys, [src], out, s3_data["models"])
+    assert (summary["videos_listed"], summary["videos_skipped_committed"], summary["videos_ok"]) == (8, 5, 3)
+    assert summary["videos_incomplete"] == 0, summary.get("incomplete_sample")
+    assert rc == 0
+
+    # and once more in this same (long-lived) driver process: nothing left, nothing done twice
+    rc, summary = anonymize(capsys, [src], out, s3_data["models"])
+    assert rc == 0 and (summary["videos_skipped_committed"], summary["videos_ok"]) == (8, 0)
+    feats = read_features_s3(fresh_fs(), "out-bucket/incremental")
+    assert sorted(feats["source_uri"]) == sorted(u.replace("/videos/", "/incremental/") for u in first + later)
+    assert len(commits_s3(fresh_fs(), "out-bucket/incremental")) == 8

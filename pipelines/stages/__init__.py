@@ -3,14 +3,25 @@
 Each stage is a small class: its knobs are dataclass fields, `__call__(batch) -> batch` works on a plain dict of
 NumPy arrays (so it is testable without Ray), and `ray_args()` declares the resources it runs with, beside it.
 A bad video is data, not a crash: it becomes a row with `error_type`, `error_stage` and `error_message` set.
+
+Imports are lazy: a worker running the plan, decode or write tasks never imports torch (seconds per worker process).
 """
 
-from .aam import ApplyAam
-from .decode import DecodeClips
-from .encode import EncodeClips
-from .gather import GatherVideos
-from .plan import PlanSegments
-from .prune import PruneClips
-from .sink import WriteShards
+from importlib import import_module
 
-__all__ = ["ApplyAam", "DecodeClips", "EncodeClips", "GatherVideos", "PlanSegments", "PruneClips", "WriteShards"]
+_WHERE = {
+    "PlanSegments": "plan",
+    "DecodeClips": "decode",
+    "PruneClips": "prune",
+    "EncodeClips": "encode",
+    "GatherVideos": "gather",
+    "ApplyAam": "aam",
+    "WriteShards": "sink",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,11 +79,14 @@ class OutputStore:
         return json.loads(self.fs.cat_file(path))
 
     def exists(self, path: str) -> bool:
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])  # written by other processes: never trust a cached listing
         return self.fs.exists(path)
 
     def _ls_names(self, sub: str) -> list[str]:
+        path = self.path(sub)
+        self.fs.invalidate_cache(path)  # Ray workers and other runs write here: a cached listing is stale
         try:
-            return sorted(os.path.basename(p) for p in self.fs.ls(self.path(sub), detail=False))
+            return sorted(os.path.basename(p) for p in self.fs.ls(path, detail=False))
         except FileNotFoundError:
             return []
 

@@ -340,11 +340,6 @@ def test_driver_sigkilled_then_rerun_leaves_every_video_exactly_once(cluster, co
     )
 
 
-@pytest.mark.xfail(
-    reason="WriteShards names each shard with a fresh uuid, so a re-executed sink task writes a second, fully "
-    "recorded shard of the same videos; repair() only inspects unrecorded shards and keeps both",
-    strict=True,
-)
 def test_a_sink_task_run_twice_leaves_each_video_once(tmp_path):
     """Ray runs a task again when its worker or node dies after the task's writes but before its result was kept,
     or when its output block is lost with a node before the driver read it (lineage reconstruction). A sink run

@@ -154,12 +154,6 @@ def test_s3_manifest_to_local_output(ray_session, s3_data, capsys, tmp_path):
     assert set(feats["video_id"]) | set(errors["video_id"]) == set(commits)
 
 
-@pytest.mark.xfail(
-    reason="OutputStore lists _commits/ (and features/, _shards/) through s3fs's listings cache, which never expires: "
-    "the listing the driver took in preflight is still what it sees after the run, though Ray workers committed "
-    "videos since; the run reports them incomplete and exits 1, and a later run in the same process redoes them",
-    strict=True,
-)
 @pytest.mark.timeout(420)
 def test_s3_incremental_run_processes_only_the_new_videos(ray_session, s3_data, capsys):
     """Videos added under the prefix after a run: the next run does them, and only them, and says it finished."""

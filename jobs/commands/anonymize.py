@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -138,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     s3_endpoint(args.s3_endpoint, args.aws_profile)
     try:
         cfg = config_from_args(args)
-        summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))
+        # with --json, stdout carries only the summary: Ray's and the plan's messages go to stderr
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))
     except (PreflightError, InputError, OutputError, FileNotFoundError) as e:
         print(f"anonvid anonymize: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@ DuckDB, Polars, Ray Data) reads it as plain numbers.
 
 from __future__ import annotations
 
+import hashlib
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,10 @@ class WriteShards:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         store = OutputStore(self.output, self.storage_options)
-        stem = f"{self.run_id}-{uuid.uuid4().hex[:10]}"
+        # Named by its videos: a task Ray runs again (its node died after the writes) rewrites the same shard
+        # instead of adding a second whole copy that repair() would never look at.
+        key = "\n".join(sorted(map(str, batch["video_id"])))
+        stem = f"{self.run_id}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         videos = [(vid, unpack(p)) for vid, p in zip(batch["video_id"], batch["payload"], strict=True)]
         if not videos:
             return {k: np.zeros(0, dtype=np.float64 if k in SECONDS else object) for k in SUMMARY_COLUMNS}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from anon_core.synthetic import ATTRIBUTES
@@ -46,13 +47,22 @@ def test_demo_runs_through_the_console_script(tmp_path):
     cmd = [exe, "demo", "--out", str(tmp_path / "demo"), "--videos", "8", "--workers", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "decoded: 8 ok, 0 failed" in res.stdout
-    summary = json.loads((tmp_path / "demo" / "decode_summary.json").read_text())
-    assert summary["clips"] == 8 and summary["videos_failed"] == 0  # 32 frames -> one 16x2 clip per video
-    assert (tmp_path / "demo" / "contact_sheet.png").stat().st_size > 0
+    assert "videos: 8 ok, 0 failed, 0 unfinished, 0 already done; 8 clips" in res.stdout  # one 16x2 clip each
+    assert "UNTRAINED" in res.stdout and "UNTRAINED" in res.stderr  # the plan and the summary both say so
+    out = tmp_path / "demo" / "features"
+    table = pq.read_table(out / "features")
+    assert table.num_rows == 8 and table.column("video_id").to_pandas().nunique() == 8
+    (run,) = list((out / "_runs").glob("*.json"))
+    assert json.loads(run.read_text())["videos_ok"] == 8
+    assert (out / "preview" / "contact_sheet.png").stat().st_size > 0
+    # `make demo` twice: the second run finds every video committed and does nothing
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "videos: 0 ok, 0 failed, 0 unfinished, 8 already done; 0 clips" in res.stdout
+    assert pq.read_table(out / "features").num_rows == 8
 
 
-@pytest.mark.parametrize("cmd", ["synth", "probe", "demo"])
+@pytest.mark.parametrize("cmd", ["synth", "probe", "anonymize", "demo"])
 def test_every_command_has_examples_in_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -257,6 +258,18 @@ def connect(address: str | None = None) -> None:
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True, **kwargs)
 
 
+def _check_gpus(cfg: AnonymizeConfig) -> None:
+    """Actors asking for GPUs a cluster does not have would wait for ever; say so (an autoscaler may still add some)."""
+    import ray
+
+    if cfg.model.gpus_per_actor > 0 and not ray.cluster_resources().get("GPU", 0):
+        print(
+            f"WARNING: --gpus-per-actor {cfg.model.gpus_per_actor} but the cluster has no GPU now; the model actors "
+            "wait until an autoscaler adds one. Drop --gpus-per-actor to run on CPU.",
+            file=sys.stderr,
+        )
+
+
 def run_pipeline(plan: Plan, progress=None) -> dict:
     """Execute a preflighted plan; returns the summary (also written to OUT/_runs/<run_id>.json)."""
     import ray.data
@@ -270,23 +283,28 @@ def run_pipeline(plan: Plan, progress=None) -> dict:
     counts = {"ok": 0, "failed": 0}
     clips, errors_by_type, seconds = 0, {}, {}
     seen: set[str] = set()
+    aborted = None
     if len(plan.todo):
         connect(cfg.address)
+        _check_gpus(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is per video, below
-        for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
-            for i, vid in enumerate(batch["video_id"]):
-                if vid in seen:
-                    continue
-                seen.add(vid)
-                counts[batch["status"][i]] += 1
-                clips += int(batch["num_clips"][i])
-                if batch["error_type"][i]:
-                    errors_by_type[batch["error_type"][i]] = errors_by_type.get(batch["error_type"][i], 0) + 1
-                for k in batch:
-                    if k.startswith("t_"):
-                        seconds[k] = seconds.get(k, 0.0) + float(batch[k][i])
-            if progress:
-                progress(len(seen), len(plan.todo))
+        try:
+            for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
+                for i, vid in enumerate(batch["video_id"]):
+                    if vid in seen:
+                        continue
+                    seen.add(vid)
+                    counts[batch["status"][i]] += 1
+                    clips += int(batch["num_clips"][i])
+                    if batch["error_type"][i]:
+                        errors_by_type[batch["error_type"][i]] = errors_by_type.get(batch["error_type"][i], 0) + 1
+                    for k in batch:
+                        if k.startswith("t_"):
+                            seconds[k] = seconds.get(k, 0.0) + float(batch[k][i])
+                if progress:
+                    progress(len(seen), len(plan.todo))
+        except Exception as e:  # the run stops, but what it committed stays committed and is recorded below
+            aborted = f"{type(e).__name__}: {e}"
     elapsed = time.perf_counter() - t0
     repaired_after = store.repair()  # a retried sink task may have left a shard its videos were re-committed from
     committed = store.committed()
@@ -318,7 +336,9 @@ def run_pipeline(plan: Plan, progress=None) -> dict:
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
     }
-    summary["ok"] = not incomplete and failed_fraction <= cfg.max_failed_fraction
+    if aborted:
+        summary["aborted"] = aborted[:4000]
+    summary["ok"] = not incomplete and not aborted and failed_fraction <= cfg.max_failed_fraction
     summary["run_record"] = store.write_run(plan.run_id, summary)
     if incomplete:
         summary["incomplete_sample"] = incomplete[:10]

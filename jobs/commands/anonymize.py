@@ -118,6 +118,8 @@ def print_summary(s: dict, out=None) -> None:
         print(f"preview: {s['preview']['contact_sheet']} and {len(s['preview']['videos'])} masked videos", file=out)
     elif "preview" in s:
         print("preview: no video was committed ok, nothing to preview", file=out)
+    if s.get("aborted"):
+        print(f"ABORTED: {s['aborted'].splitlines()[0]}", file=out)
     if s["videos_incomplete"]:
         print(f"{s['videos_incomplete']} videos did not finish: run the same command again to finish them", file=out)
     if s["failed_fraction"] > s["max_failed_fraction"]:

@@ -32,6 +32,7 @@ class AamTrainConfig:
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     max_failures: int = 0
+    out: str | None = None  # where the final AAM bundle is copied
     clip_frames: int = 16
     clip_stride: int = 2
     clip_size: int = 112
@@ -127,4 +128,9 @@ def run_aam_training(cfg: AamTrainConfig):
         ),
         datasets={"train": feats},
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if cfg.out and result.checkpoint is not None:
+        from .loop import export_bundle
+
+        export_bundle(result.checkpoint, cfg.out)
+    return result

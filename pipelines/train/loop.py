@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -20,8 +20,29 @@ class TrainConfig:
     manifest: str
     storage_path: str
     name: str
-    builder: str = "video_vit_tiny"
-    kwargs: dict = field(default_factory=dict)
+    builder: str = "video_vit_tiny"  # a name in anon_core.models.bundle.BUILDERS
+    num_classes: int = 8
+    num_privacy_classes: int = 5  # pruner only
+    depth: int | None = None  # None: the builder's
+    out: str | None = None  # where the final bundle is copied (a path or fsspec URI)
+
+    def model_kwargs(self) -> dict:
+        kwargs = {"num_classes": self.num_classes}
+        if self.kind == "pruner":
+            kwargs["num_privacy_classes"] = self.num_privacy_classes
+        if self.depth is not None:
+            kwargs["depth"] = self.depth
+        return kwargs
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.kind not in ("encoder", "pruner"):
+            errors.append(f"kind must be 'encoder' or 'pruner', got {self.kind!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
+            errors.append("epochs, batch_size and num_workers must be >= 1")
+        if not 0 <= self.warmup_frac < 1:
+            errors.append(f"warmup_frac must lie in [0, 1), got {self.warmup_frac}")
+        return errors
     init_from: str | None = None
     epochs: int = 2
     batch_size: int = 8  # per worker
@@ -91,7 +112,7 @@ def train_func(cfg: dict) -> None:
             opt.step()
             sched.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
@@ -117,7 +138,8 @@ def run_training(cfg: TrainConfig):
     spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
     n_videos = len(labelled_videos(cfg.manifest, "train"))
     ds = labelled_clips(cfg.manifest, spec, "train")
-    loop = {**asdict(cfg), "steps_per_epoch": max(1, n_videos // (cfg.batch_size * cfg.num_workers))}
+    steps = max(1, n_videos // (cfg.batch_size * cfg.num_workers))  # an estimate: one clip per video at least
+    loop = {**asdict(cfg), "kwargs": cfg.model_kwargs(), "steps_per_epoch": steps}
     import torch
 
     trainer = TorchTrainer(
@@ -133,4 +155,19 @@ def run_training(cfg: TrainConfig):
         ),
         datasets={"train": ds},
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if cfg.out and result.checkpoint is not None:
+        export_bundle(result.checkpoint, cfg.out)
+    return result
+
+
+def export_bundle(checkpoint, out: str) -> str:
+    """The bundle files of a Ray Train checkpoint (not its training state) to `out`: what anonymize loads."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out)
+    fs.makedirs(path, exist_ok=True)
+    with checkpoint.as_directory() as d:
+        for name in ("model.safetensors", "config.json"):  # config last: a folder with a config is a whole bundle
+            fs.put_file(os.path.join(d, name), f"{path.rstrip('/')}/{name}")
+    return out

@@ -85,19 +85,8 @@ class Plan:
     retry: dict = field(default_factory=dict)  # --retry-failed: failed videos' commit markers, forgotten at run start
 
     def describe(self) -> str:
-        c, res = self.config, self.config.model
-        gpu = f", {res.gpus_per_actor} GPU" if res.gpus_per_actor else ""
-        stages = [
-            "plan segments: tasks, 0.5 CPU, 8 videos per call",
-            "decode clips: tasks, 0.5 CPU, 4 segments per call (one held at a time)",
-        ]
-        if c.needs()["pruner"]:
-            stages.append(f"prune: {res.min_actors}-{res.max_actors} actors, {res.cpus_per_actor} CPU{gpu}")
-        stages.append(f"encode f_E: {res.min_actors}-{res.max_actors} actors, {res.cpus_per_actor} CPU{gpu}")
-        stages.append("gather whole videos: 1 actor on the head node")
-        if c.needs()["aam"]:
-            stages.append(f"AAM: {res.min_actors}-{res.max_actors} actors")
-        stages.append(f"write shards: tasks, 0.25 CPU, about {c.rows_per_shard} rows per file")
+        c = self.config
+        stages = [_describe_stage(name, kw) for name, _, kw in pipeline_stages(self)]
         models = "\n".join(
             f"  {k}: {i.model_id} from {i.uri}" + ("" if i.trained else "  ** UNTRAINED weights **")
             for k, i in self.models.items()
@@ -112,7 +101,8 @@ class Plan:
                 models,
                 "stages:",
                 *(f"  {i}. {s}" for i, s in enumerate(stages, 1)),
-                f"output: {c.output}",
+                f"output: {c.output} (about {c.rows_per_shard} clip rows per file, written at least every "
+                f"{c.commit_interval_s:g} s)",
                 "  features/part-*.parquet  errors/part-*.parquet  _commits/<video_id>.json  _runs/<run_id>.json",
             ]
         )
@@ -202,10 +192,8 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     return Plan(cfg, listing, todo, already, models, output_config, run_id, repaired, failed)
 
 
-def build_pipeline(plan: Plan):
-    """The stages, in order. Nothing runs until the dataset is iterated."""
-    import ray.data
-
+def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
+    """The stages, in order: (name, the callable or actor class, its map_batches arguments)."""
     from .stages import ApplyAam, DecodeClips, EncodeClips, GatherVideos, PlanSegments, PruneClips, WriteShards
 
     cfg, res = plan.config, plan.config.model
@@ -216,34 +204,46 @@ def build_pipeline(plan: Plan):
         "aam_id": plan.models["aam"].model_id if "aam" in plan.models else "",
         "config_hash": plan.output_config["config_hash"],
     }
-    todo = plan.todo
-    ds = ray.data.from_pandas([todo.iloc[i : i + 8] for i in range(0, len(todo), 8)])  # 8 videos per block
-
     planner = PlanSegments(cfg.spec, cfg.clips_per_task, timeout_s=min(cfg.decode_timeout_s, 120.0))
-    ds = ds.map_batches(planner, **planner.ray_args())
     decode = DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task)
-    ds = ds.map_batches(decode, **decode.ray_args())
+    stages = [("plan segments", planner, planner.ray_args()), ("decode clips", decode, decode.ray_args())]
     if cfg.needs()["pruner"]:
         kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
-        ds = ds.map_batches(PruneClips, fn_constructor_kwargs={**kwargs, "resources": res}, **PruneClips.ray_args(res))
-    ds = ds.map_batches(
-        EncodeClips, fn_constructor_kwargs={"encoder_uri": cfg.encoder, "resources": res}, **EncodeClips.ray_args(res)
-    )
-    ds = ds.map_batches(
-        GatherVideos,
-        fn_constructor_kwargs={
-            "expected_videos": len(plan.todo),
-            "rows_per_shard": cfg.rows_per_shard,
-            "flush_after_s": cfg.commit_interval_s,
-        },
-        **GatherVideos.ray_args(),
-    )
+        stages.append(("prune", PruneClips, {"fn_constructor_kwargs": {**kwargs, "resources": res},
+                                             **PruneClips.ray_args(res)}))  # fmt: skip
+    stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": {"encoder_uri": cfg.encoder, "resources": res},
+                                               **EncodeClips.ray_args(res)}))  # fmt: skip
+    gather = {"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard,
+              "flush_after_s": cfg.commit_interval_s}  # fmt: skip
+    stages.append(("gather whole videos", GatherVideos, {"fn_constructor_kwargs": gather, **GatherVideos.ray_args()}))
     if cfg.needs()["aam"]:
-        ds = ds.map_batches(
-            ApplyAam, fn_constructor_kwargs={"aam_uri": cfg.aam, "resources": res}, **ApplyAam.ray_args(res)
-        )
+        stages.append(("AAM", ApplyAam, {"fn_constructor_kwargs": {"aam_uri": cfg.aam, "resources": res},
+                                         **ApplyAam.ray_args(res)}))  # fmt: skip
     sink = WriteShards(cfg.output, plan.run_id, row_fields)
-    return ds.map_batches(sink, **sink.ray_args())
+    stages.append(("write shards", sink, sink.ray_args()))
+    return stages
+
+
+def _describe_stage(name: str, kw: dict) -> str:
+    """One line of the plan, read from the same arguments the pipeline is built with."""
+    compute = kw.get("compute")
+    how = f"{compute.min_size}-{compute.max_size} actors" if compute is not None else "tasks"
+    gpu = f", {kw['num_gpus']} GPU" if kw.get("num_gpus") else ""
+    batch = kw.get("batch_size")
+    per_call = "a whole block per call" if batch is None else f"{batch} rows per call"
+    pinned = " on the head node" if "node:__internal_head__" in kw.get("resources", {}) else ""
+    return f"{name}: {how}{pinned}, {kw.get('num_cpus', 1)} CPU{gpu}, {per_call}"
+
+
+def build_pipeline(plan: Plan):
+    """The stages, in order. Nothing runs until the dataset is iterated."""
+    import ray.data
+
+    todo = plan.todo
+    ds = ray.data.from_pandas([todo.iloc[i : i + 8] for i in range(0, len(todo), 8)])  # 8 videos per block
+    for _, fn, kwargs in pipeline_stages(plan):
+        ds = ds.map_batches(fn, **kwargs)
+    return ds
 
 
 def connect(address: str | None = None) -> None:

@@ -110,7 +110,8 @@ def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing
         except FileNotFoundError:
             size, version = -1, "missing"  # the decode stage records it as not_found: listed, so never silently lost
         labels = {c: _plain(rec[c]) for c in label_cols}
-        uri = _full_uri(fs, path, uri) if "://" in uri else os.path.abspath(uri)
+        if "://" in uri:
+            uri = _full_uri(fs, path, uri)  # the store's own spelling; local paths are absolute already
         rows.append((video_id_for(uri, size, version), uri, size, version, json.dumps(labels) if labels else None))
     videos = pd.DataFrame(rows, columns=LISTING_COLUMNS).sort_values("uri", ignore_index=True)
     return Listing(videos, 0, manifest)

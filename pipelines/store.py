@@ -147,6 +147,7 @@ class OutputStore:
     def repair(self) -> RepairReport:
         report = RepairReport()
         whole = {n[: -len(".json")] for n in self._ls_names(SHARDS)}
+        remaining: set[str] = set()  # unrecorded shards with a file left after the repair
         for kind in (FEATURES, ERRORS):
             for name in self._ls_names(kind):
                 if not (name.startswith("part-") and name.endswith(".parquet")):
@@ -155,38 +156,44 @@ class OutputStore:
                 if stem in whole:
                     continue
                 report.shards_checked += 1
-                self._repair_file(kind, stem, report)
+                if self._repair_file(kind, stem, report):
+                    remaining.add(stem)
         # a shard whose files are all repaired gets its record, so the next run does not look again
-        for stem in self._unrecorded_stems(whole):
+        for stem in remaining:
             self.put_json(self.path(SHARDS, f"{stem}.json"), {"videos": [], "rows": {}, "repaired": True})
         return report
 
-    def _unrecorded_stems(self, whole: set[str]) -> set[str]:
-        stems = set()
-        for kind in (FEATURES, ERRORS):
-            for name in self._ls_names(kind):
-                if name.startswith("part-") and name.endswith(".parquet"):
-                    stems.add(name[len("part-") : -len(".parquet")])
-        return stems - whole
+    def _repair_file(self, kind: str, stem: str, report: RepairReport) -> bool:
+        """Keep the rows of videos committed to this shard; True when the file is still there afterwards."""
 
-    def _repair_file(self, kind: str, stem: str, report: RepairReport) -> None:
-        path = self.shard_file(kind, stem)
+        def committed_here(ids: set[str]) -> set[str]:
+            return {vid for vid, rec in self.read_commits(sorted(ids)).items() if rec.get("shard") == stem}
+
+        before, after = self._filter_shard_file(self.shard_file(kind, stem), committed_here)
+        if after == before:
+            report.shards_completed += 1
+            return True
+        report.rows_dropped += before - after
+        if after == 0:
+            report.shards_removed += 1
+            return False
+        report.shards_rewritten += 1
+        return True
+
+    def _filter_shard_file(self, path: str, choose) -> tuple[int, int]:
+        """Keep the rows of the videos `choose(video ids in the file)` returns: the file is left alone when every row
+        stays, removed when none does, else rewritten atomically. -> (rows before, rows after)."""
         table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
         ids = table.column("video_id").to_pylist()
-        commits = self.read_commits(sorted(set(ids)))
-        keep_ids = {vid for vid, rec in commits.items() if rec.get("shard") == stem}
-        keep = pa.array([vid in keep_ids for vid in ids])
-        kept = table.filter(keep)
+        keep = choose(set(ids))
+        kept = table.filter(pa.array([v in keep for v in ids]))
         if kept.num_rows == table.num_rows:
-            report.shards_completed += 1
-            return
-        report.rows_dropped += table.num_rows - kept.num_rows
+            return table.num_rows, table.num_rows
         if kept.num_rows == 0:
             self.fs.rm_file(path)
-            report.shards_removed += 1
         else:
             self.put_bytes(path, _parquet_bytes(kept))
-            report.shards_rewritten += 1
+        return table.num_rows, kept.num_rows
 
     def forget_failed(self, commits: dict[str, dict]) -> int:
         """--retry-failed: drop the error rows of these failed videos, then their markers, so a retried video never
@@ -197,14 +204,8 @@ class OutputStore:
             by_shard.setdefault(rec["shard"], set()).add(vid)
         for stem, vids in by_shard.items():
             path = self.shard_file(ERRORS, stem)
-            if not self.exists(path):
-                continue
-            table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
-            kept = table.filter(pa.array([v not in vids for v in table.column("video_id").to_pylist()]))
-            if kept.num_rows:
-                self.put_bytes(path, _parquet_bytes(kept))
-            else:
-                self.fs.rm_file(path)
+            if self.exists(path):
+                self._filter_shard_file(path, lambda ids, vids=vids: ids - vids)
         paths = [self.path(COMMITS, f"{vid}.json") for vid in commits]
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(self.fs.rm_file, paths))

@@ -113,15 +113,19 @@ class DecoderProcess:
             child.close()
         self._proc, self._conn = proc, conn  # only a started child: close() may join it
 
-    def call(self, fn: Callable[..., Any], *args: Any, uri: str = "", **kwargs: Any) -> Any:
+    def call(
+        self, fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        """fn(*args, **kwargs) in the child; timeout_s (default: the instance's) bounds this call only."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         if self._proc is None or not self._proc.is_alive():
             self.close()
             self._start()
         try:
             self._conn.send((fn, args, kwargs))
-            if not self._conn.poll(self.timeout_s):
+            if not self._conn.poll(timeout_s):
                 self.close()
-                raise VideoDecodeError(DecodeFailure.TIMEOUT, uri, f"no result after {self.timeout_s:.0f} s")
+                raise VideoDecodeError(DecodeFailure.TIMEOUT, uri, f"no result after {timeout_s:.0f} s")
             status, value = self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             proc = self._proc

@@ -8,7 +8,6 @@ import time
 import numpy as np
 
 from anon_core.models.aam import pack_clips, unpack_clips
-from anon_core.models.bundle import load_bundle
 
 from .rows import pack, unpack
 from .workers import ModelResources, ModelRunner
@@ -18,10 +17,8 @@ class ApplyAam:
     """Actor over whole-video rows (from the gather stage); replaces each ok video's `features` (n, D)."""
 
     def __init__(self, aam_uri: str, resources: ModelResources | None = None) -> None:
-        resources = resources or ModelResources()
-        self.runner = ModelRunner(resources.gpus_per_actor, resources.cpus_per_actor)
-        model, self.info = load_bundle(aam_uri, expect_kind="aam")
-        self.model = self.runner.to_device(model)
+        self.runner = ModelRunner(resources)
+        self.model, self.info = self.runner.load(aam_uri, "aam")
 
     @staticmethod
     def ray_args(resources: ModelResources) -> dict:

@@ -49,8 +49,8 @@ class DecodeClips:
         uri = row["uri"]
         t0 = time.perf_counter()
         try:
-            seg = decoder(self.timeout_s).call(
-                decode_segment, uri, self.spec, (first, first + count), self.backend, uri=uri
+            seg = decoder().call(
+                decode_segment, uri, self.spec, (first, first + count), self.backend, uri=uri, timeout_s=self.timeout_s
             )
         except VideoDecodeError as e:
             yield self._error_rows(row, first, count, e.reason.value, "decode", str(e))
@@ -60,9 +60,6 @@ class DecodeClips:
             return
         k = len(seg["clip_index"])
         per_clip = (time.perf_counter() - t0) / max(k, 1)
-        if k != count:  # the stream ended inside this segment but within the reader's tolerance
-            missing = count - k
-            seg_first_missing = first + k
         for a in range(0, k, self.clips_per_block):
             b = min(k, a + self.clips_per_block)
             yield {
@@ -74,9 +71,10 @@ class DecodeClips:
                 "t_decode": np.full(b - a, per_clip),
             }
         if k != count:
-            # A video a little shorter than its header promised: the clips past its end do not exist. They are not
-            # an error, but the gather stage must still count them, so an empty-covering row says so.
-            yield self._error_rows(row, seg_first_missing, missing, OK, OK, OK, kind="gap")
+            # The stream ended inside this segment, within the reader's tolerance: a video a little shorter than its
+            # header promised. The clips past its end do not exist; they are not an error, but the gather stage must
+            # still count them, so a row covering them says so.
+            yield self._error_rows(row, first + k, count - k, OK, OK, OK, kind="gap")
 
     def _row_fields(self, row: dict, n: int, covers: int, kind: str) -> dict[str, np.ndarray]:
         return {

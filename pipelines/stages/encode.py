@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from anon_core.models.bundle import load_bundle, normalize_clips
+from anon_core.models.bundle import normalize_clips
 
 from .rows import add_seconds, clip_mask, mark_failed
 from .workers import ModelResources, ModelRunner
@@ -20,10 +20,8 @@ class EncodeClips:
     """Actor: the encoder is loaded once; `clip` (B, T, S, S, 3) uint8 -> `features` (B, D) float32."""
 
     def __init__(self, encoder_uri: str, resources: ModelResources | None = None) -> None:
-        resources = resources or ModelResources()
-        self.runner = ModelRunner(resources.gpus_per_actor, resources.cpus_per_actor)
-        model, self.info = load_bundle(encoder_uri, expect_kind="encoder")
-        self.model = self.runner.to_device(model)
+        self.runner = ModelRunner(resources)
+        self.model, self.info = self.runner.load(encoder_uri, "encoder")
 
     @staticmethod
     def ray_args(resources: ModelResources) -> dict:

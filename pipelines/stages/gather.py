@@ -26,8 +26,8 @@ class GatherVideos:
         self.expected, self.rows_per_shard, self.flush_after_s = expected_videos, rows_per_shard, flush_after_s
         self.open: dict[str, dict] = {}
         self.ready: list[dict] = []
-        self.ready_rows, self.released, self.oldest_ready = 0, 0, None
-        self.done: set[str] = set()
+        self.ready_rows, self.oldest_ready = 0, None
+        self.done: set[str] = set()  # every video made whole, released or still in `ready`
 
     @staticmethod
     def ray_args() -> dict:
@@ -46,10 +46,14 @@ class GatherVideos:
             self._add({k: v[i] for k, v in batch.items()})
         due = (
             self.ready_rows >= self.rows_per_shard
-            or self.released + len(self.ready) >= self.expected
+            or len(self.done) >= self.expected
             or (self.oldest_ready is not None and time.monotonic() - self.oldest_ready > self.flush_after_s)
         )
-        return self._release() if due and self.ready else _empty()
+        if not (due and self.ready):
+            return _video_rows([])
+        out = _video_rows(self.ready)
+        self.ready, self.ready_rows, self.oldest_ready = [], 0, None
+        return out
 
     def _add(self, row: dict) -> None:
         vid = row["video_id"]
@@ -80,8 +84,7 @@ class GatherVideos:
         payload = {"uri": v["uri"], "labels": v["labels"], "seconds": v["seconds"], "error": None}
         if v["errors"]:
             first = min(v["errors"])
-            failed = sum(1 for _ in v["errors"])
-            note = f" ({failed} failed segments)" if failed > 1 else ""
+            note = f" ({len(v['errors'])} failed segments)" if len(v["errors"]) > 1 else ""
             payload["error"] = {"type": first[1], "stage": first[2], "message": first[3] + note}
             clips = []
         for k in CLIP_ARRAYS:
@@ -93,22 +96,6 @@ class GatherVideos:
         if self.oldest_ready is None:
             self.oldest_ready = time.monotonic()
 
-    def _release(self) -> dict[str, np.ndarray]:
-        out = {
-            "video_id": np.array([r["video_id"] for r in self.ready], dtype=object),
-            "status": np.array([r["status"] for r in self.ready], dtype=object),
-            "num_clips": np.array([r["num_clips"] for r in self.ready], dtype=np.int64),
-            "payload": np.array([r["payload"] for r in self.ready], dtype=object),
-        }
-        self.released += len(self.ready)
-        self.ready, self.ready_rows, self.oldest_ready = [], 0, None
-        return out
 
-
-def _empty() -> dict[str, np.ndarray]:
-    return {
-        "video_id": np.zeros(0, dtype=object),
-        "status": np.zeros(0, dtype=object),
-        "num_clips": np.zeros(0, dtype=np.int64),
-        "payload": np.zeros(0, dtype=object),
-    }
+def _video_rows(videos: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.array([r[k] for r in videos], dtype=np.int64 if k == "num_clips" else object) for k in VIDEO_COLUMNS}

@@ -32,7 +32,7 @@ class PlanSegments:
         out: dict[str, list] = {k: [] for k in SEGMENT_COLUMNS}
         for vid, uri, labels in zip(batch["video_id"], batch["uri"], batch["labels"], strict=True):
             try:
-                n = decoder(self.timeout_s).call(probe_clip_count, uri, self.spec, uri=uri)
+                n = decoder().call(probe_clip_count, uri, self.spec, uri=uri, timeout_s=self.timeout_s)
                 segments = [(a, min(n, a + self.clips_per_task)) for a in range(0, n, self.clips_per_task)]
                 err = (OK, OK, OK)
             except VideoDecodeError as e:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from anon_core.models.bundle import load_bundle, normalize_clips
+from anon_core.models.bundle import normalize_clips
 
 from .rows import add_seconds, clip_mask, mark_failed
 from .workers import ModelResources, ModelRunner
@@ -25,10 +25,8 @@ class PruneClips:
         lambda_priv: float | None = None,
         resources: ModelResources | None = None,
     ) -> None:
-        resources = resources or ModelResources()
-        self.runner = ModelRunner(resources.gpus_per_actor, resources.cpus_per_actor)
-        model, self.info = load_bundle(pruner_uri, expect_kind="pruner")
-        self.model = self.runner.to_device(model)
+        self.runner = ModelRunner(resources)
+        self.model, self.info = self.runner.load(pruner_uri, "pruner")
         self.keep_ratio, self.lambda_priv = keep_ratio, lambda_priv
         self.k = self._kept_count()
 

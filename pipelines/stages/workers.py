@@ -7,15 +7,16 @@ from dataclasses import dataclass
 
 from anon_core.video import DecoderProcess
 
-_DECODERS: dict[tuple[int, float], DecoderProcess] = {}
+_DECODERS: dict[int, DecoderProcess] = {}
 
 
-def decoder(timeout_s: float) -> DecoderProcess:
-    """This worker process's decoder child (started on first use; a crash or hang replaces it)."""
-    key = (os.getpid(), timeout_s)
-    if key not in _DECODERS:
-        _DECODERS[key] = DecoderProcess(timeout_s=timeout_s)
-    return _DECODERS[key]
+def decoder() -> DecoderProcess:
+    """This worker process's one decoder child, shared by the plan and decode tasks it runs (started on first use;
+    a crash or hang replaces it). Each call passes its own timeout."""
+    pid = os.getpid()  # keyed by process: a forked child must not talk to its parent's decoder
+    if pid not in _DECODERS:
+        _DECODERS[pid] = DecoderProcess()
+    return _DECODERS[pid]
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ class ModelRunner:
     """Device, precision and thread set-up shared by the model stages: CUDA with bf16 autocast where the actor was
     given a GPU, CPU fp32 otherwise, with torch's threads matched to the CPUs Ray reserved for the actor."""
 
-    def __init__(self, gpus: float, cpus: float) -> None:
+    def __init__(self, resources: ModelResources | None = None) -> None:
         import torch
 
+        resources = resources or ModelResources()
+        gpus, cpus = resources.gpus_per_actor, resources.cpus_per_actor
         self.torch = torch
         if gpus > 0 and torch.cuda.is_available():
             self.device = torch.device("cuda")
@@ -53,8 +56,12 @@ class ModelRunner:
             self.device = torch.device("cpu")
             torch.set_num_threads(max(1, round(cpus)))
 
-    def to_device(self, module):
-        return module.to(self.device)
+    def load(self, uri: str, kind: str):
+        """-> (model on this runner's device, BundleInfo): the bundle at `uri`, which must hold a `kind`."""
+        from anon_core.models.bundle import load_bundle
+
+        model, info = load_bundle(uri, expect_kind=kind)
+        return model.to(self.device), info
 
     def autocast(self):
         if self.device.type == "cuda":

@@ -23,12 +23,8 @@ class ExtractAamFeatures:
 
     def __init__(self, encoder_uri: str, spec: ClipSpec, max_clips: int = 8, seed: int = 0,
                  resources: ModelResources | None = None) -> None:  # fmt: skip
-        from anon_core.models.bundle import load_bundle
-
-        resources = resources or ModelResources()
-        self.runner = ModelRunner(resources.gpus_per_actor, resources.cpus_per_actor)
-        model, self.info = load_bundle(encoder_uri, expect_kind="encoder")
-        self.model = self.runner.to_device(model)
+        self.runner = ModelRunner(resources)
+        self.model, self.info = self.runner.load(encoder_uri, "encoder")
         self.spec = ClipSpec(spec.num_frames, spec.stride, spec.size, max_clips)
         self.max_clips, self.seed = max_clips, seed
 
@@ -46,8 +42,9 @@ class ExtractAamFeatures:
         for uri, labels in zip(batch["uri"], batch["labels"], strict=True):
             lab = json.loads(labels)
             try:
-                n = decoder(120.0).call(probe_clip_count, uri, self.spec, uri=uri)
-                clips = decoder(600.0).call(decode_segment, uri, self.spec, (0, n), "decord", uri=uri)["clip"]
+                n = decoder().call(probe_clip_count, uri, self.spec, uri=uri, timeout_s=120.0)
+                clip_range = (0, n)
+                clips = decoder().call(decode_segment, uri, self.spec, clip_range, "decord", uri=uri)["clip"]
             except Exception:  # a video that does not decode has no features to learn from
                 continue
             # two random frames of the video (seeded per video: the same pair in every extraction)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import anonymize, demo, probe, synth
+from .commands import anonymize, demo, probe, synth, train
 
-COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "demo": demo}
+COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come before or after the options; argparse alone only takes them before
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,136 @@
+"""Ray Train for the AAM (arXiv 2511.08666) on the frozen encoder's features: identity warm start, then one joint
+step on w_lc * L_LC + w_t * L_T - w_b * L_B per batch of videos. The checkpoint is an AAM bundle; the action head
+(training only) rides in train_state.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class AamTrainConfig:
+    manifest: str
+    encoder: str  # the frozen encoder's bundle
+    storage_path: str
+    name: str
+    epochs: int = 5
+    warm_start_epochs: int = 1  # L_LC only: f_A starts as the identity
+    batch_size: int = 32  # videos per worker
+    lr: float = 1e-4
+    w_lc: float = 100.0
+    w_t: float = 1.0
+    w_b: float = 1.0
+    temperature: float = 0.1
+    depth: int = 3
+    num_heads: int = 8
+    max_clips: int = 8
+    num_actions: int = 8
+    seed: int = 0
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5
+    max_failures: int = 0
+    out: str | None = None  # where the final AAM bundle is copied
+    clip_frames: int = 16
+    clip_stride: int = 2
+    clip_size: int = 112
+
+
+def aam_train_func(cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from anon_core.losses import aam_objective, latent_consistency
+    from anon_core.models.aam import aam_for_dim
+    from anon_core.models.bundle import save_bundle
+
+    torch.manual_seed(cfg["seed"])
+    kwargs = {"dim": cfg["dim"], "depth": cfg["depth"], "num_heads": cfg["num_heads"]}
+    aam, head = aam_for_dim(**kwargs), torch.nn.Linear(cfg["dim"], cfg["num_actions"])
+    aam, head = ray.train.torch.prepare_model(aam), ray.train.torch.prepare_model(head)
+    core = aam.module if hasattr(aam, "module") else aam
+    params = list(aam.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"])
+    start = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            from safetensors.torch import load_file
+
+            core.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
+            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
+            (head.module if hasattr(head, "module") else head).load_state_dict(state["head"])
+            opt.load_state_dict(state["opt"])
+            start = state["epoch"] + 1
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start, cfg["epochs"]):
+        parts_sum: dict[str, float] = {}
+        n = 0
+        for b in shard.iter_torch_batches(batch_size=cfg["batch_size"]):
+            h, mask = b["h"], b["mask"].bool()  # (V, C, D), (V, C)
+            h_anon = aam(h, mask)
+            if epoch < cfg["warm_start_epochs"]:
+                parts = {"total": latent_consistency(h, h_anon, mask)}
+            else:
+                labels = b["action"][:, None].expand_as(mask)  # (V, C): every clip carries its video's action
+                static = core.forward_static(b["static"].reshape(-1, cfg["dim"])).reshape(-1, 2, cfg["dim"])
+                parts = aam_objective(
+                    h=h, h_anon=h_anon, task_logits={"action": head(h_anon)}, task_labels={"action": labels},
+                    static_a=static[:, 0], static_b=static[:, 1], mask=mask, w_lc=cfg["w_lc"], w_t=cfg["w_t"],
+                    w_b=cfg["w_b"], temperature=cfg["temperature"],
+                )  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            opt.step()
+            n += 1
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+        metrics = {"epoch": epoch, **{k: v / max(n, 1) for k, v in parts_sum.items()}}
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if ray.train.get_context().get_world_rank() == 0:
+                save_bundle(core, d, "aam_for_dim", kwargs, trained=True,
+                            extra={"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]})  # fmt: skip
+                head_state = (head.module if hasattr(head, "module") else head).state_dict()
+                torch.save({"head": head_state, "opt": opt.state_dict(), "epoch": epoch},
+                           os.path.join(d, "train_state.pt"))  # fmt: skip
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def run_aam_training(cfg: AamTrainConfig):
+    import ray.data
+    import torch
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from anon_core.models.bundle import read_bundle_config
+    from anon_core.video import ClipSpec
+
+    from .aam_data import aam_features
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
+    spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
+    feats = aam_features(cfg.manifest, cfg.encoder, spec, "train", cfg.max_clips, cfg.seed).materialize()  # once
+    trainer = TorchTrainer(
+        aam_train_func,
+        train_loop_config={**asdict(cfg), "dim": dim},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=torch.cuda.is_available(),
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
+        ),  # fmt: skip
+        run_config=RunConfig(
+            name=cfg.name, storage_path=cfg.storage_path, failure_config=FailureConfig(max_failures=cfg.max_failures)
+        ),
+        datasets={"train": feats},
+    )
+    result = trainer.fit()
+    if cfg.out and result.checkpoint is not None:
+        from .loop import export_bundle
+
+        export_bundle(result.checkpoint, cfg.out)
+    return result

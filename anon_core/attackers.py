@@ -97,7 +97,7 @@ def train_attacker(
     y_test,
     *,
     epochs: int = 60,
-    lr: float = 3e-3,
+    lr: float | None = None,  # None: 1e-2 for the linear model, 3e-3 for the MLP (each converges in the epochs given)
     hidden: int = 512,
     batch_size: int = 64,
     seed: int = 0,
@@ -106,6 +106,7 @@ def train_attacker(
     if kind not in ("linear", "mlp"):
         raise ValueError(f"attacker kind must be 'linear' or 'mlp', got {kind!r}")
     x_train, y_train, x_test, y_test = _check(x_train, y_train, x_test, y_test)
+    lr = lr if lr is not None else (1e-2 if kind == "linear" else 3e-3)
     xtr, xte = _standardize(x_train, x_test)
     ytr = torch.from_numpy(y_train.astype(np.float32))
     (best, logits, epoch), history = _train_eval(
@@ -151,7 +152,7 @@ def worst_case(pool: dict[str, AttackResult]) -> AttackResult:
 
 def action_probe(
     x_train, y_train, x_test, y_test, video_ids_test=None, *, num_classes: int | None = None, epochs: int = 60,
-    lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
+    lr: float = 1e-2, batch_size: int = 64, seed: int = 0,
 ) -> ProbeResult:  # fmt: skip
     """Utility: a linear probe for the action; video-level top-1 averages the clip probabilities of each video."""
     x_train, y_train, x_test, y_test = _check(x_train, y_train, x_test, y_test)

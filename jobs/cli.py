@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import anonymize, demo, probe, synth, train
+from .commands import anonymize, benchmark, demo, evaluate, probe, synth, train
 
-COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "demo": demo}
+COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "evaluate": evaluate,
+            "benchmark": benchmark, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

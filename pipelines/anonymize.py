@@ -5,6 +5,8 @@
 
 Modes store the frozen encoder's f_E in every case, so outputs of different modes are comparable:
     raw = f_E(clip)   prune = f_E(masked clip)   aam = f_A(f_E(clip))   prune+aam = f_A(f_E(masked clip))
+The papers' simple pixel baselines (for comparison in the evaluation): blur / down2 / down4 / blacken = f_E(transformed
+clip). With keep_pixels, a small copy of the clip as it leaves the pixel stages is stored too (the pixel attacker's).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from .sources import Listing, list_input
 from .stages.workers import ModelResources
 from .store import OutputStore, RepairReport
 
-Mode = Literal["prune", "aam", "prune+aam", "raw"]
-MODES = ("prune", "aam", "prune+aam", "raw")
+Mode = Literal["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken"]
+MODES = ("prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken")
+BASELINE_MODES = ("blur", "down2", "down4", "blacken")  # anon_core.baselines: for comparison, not for release
 FORMAT = "anonvid-features/1"
 FORWARDED_ENV_PREFIXES = ("AWS_", "ANONVID_")  # credentials and endpoints every worker needs, as the driver has them
 
@@ -45,6 +48,7 @@ class AnonymizeConfig:
     aam: str | None = None
     keep_ratio: float | None = None  # None: the pruner bundle's own
     lambda_priv: float | None = None
+    keep_pixels: int = 0  # > 0: store each clip's anonymized pixels at this size (8 frames), for the pixel attacker
     clip_frames: int = 16
     clip_stride: int = 2
     clip_size: int = 112
@@ -65,7 +69,8 @@ class AnonymizeConfig:
         return ClipSpec(self.clip_frames, self.clip_stride, self.clip_size, self.max_clips)
 
     def needs(self) -> dict[str, bool]:
-        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode}
+        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode,
+                "transform": self.mode in BASELINE_MODES}  # fmt: skip
 
 
 class PreflightError(ValueError):
@@ -123,6 +128,8 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
             "--mode raw stores un-anonymized features: exactly what anonvid exists to prevent. It is meant only as "
             "an evaluation baseline; pass --allow-raw to confirm"
         )
+    if cfg.keep_pixels and not 8 <= cfg.keep_pixels <= cfg.clip_size:
+        raise PreflightError(f"--keep-pixels must lie in [8, --clip-size={cfg.clip_size}], got {cfg.keep_pixels}")
     if not 0 <= cfg.max_failed_fraction <= 1:
         raise PreflightError(f"--max-failed-fraction must lie in [0, 1], got {cfg.max_failed_fraction}")
     try:
@@ -177,6 +184,8 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
         "keep_ratio": cfg.keep_ratio,
         "lambda_priv": cfg.lambda_priv,
     }
+    if cfg.keep_pixels:  # only when asked, so outputs without pixels keep their earlier config hash
+        output_config["keep_pixels"] = cfg.keep_pixels
     output_config["config_hash"] = config_hash(output_config)
     run_id = cfg.run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
@@ -194,7 +203,17 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
 
 def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
     """The stages, in order: (name, the callable or actor class, its map_batches arguments)."""
-    from .stages import ApplyAam, DecodeClips, EncodeClips, GatherVideos, PlanSegments, PruneClips, WriteShards
+    from .stages import (
+        ApplyAam,
+        DecodeClips,
+        EncodeClips,
+        GatherVideos,
+        KeepPixels,
+        PlanSegments,
+        PruneClips,
+        TransformClips,
+        WriteShards,
+    )  # fmt: skip
 
     cfg, res = plan.config, plan.config.model
     row_fields = {
@@ -211,6 +230,12 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
         kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
         stages.append(("prune", PruneClips, {"fn_constructor_kwargs": {**kwargs, "resources": res},
                                              **PruneClips.ray_args(res)}))  # fmt: skip
+    if cfg.needs()["transform"]:
+        transform = TransformClips(cfg.mode)
+        stages.append((f"pixel baseline {cfg.mode}", transform, transform.ray_args()))
+    if cfg.keep_pixels:
+        keep = KeepPixels(cfg.keep_pixels)
+        stages.append(("keep pixels", keep, keep.ray_args()))
     stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": {"encoder_uri": cfg.encoder, "resources": res},
                                                **EncodeClips.ray_args(res)}))  # fmt: skip
     gather = {"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard,

@@ -28,7 +28,11 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("input", nargs="?", help="folder or fsspec prefix (s3://bucket/videos/) of videos")
     p.add_argument("--manifest", help="Parquet/CSV with a `uri` column (other columns are kept as labels)")
     p.add_argument("--out", required=True, help="output folder or fsspec prefix")
-    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam", "raw"])
+    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam", "raw", "blur", "down2",
+                                                           "down4", "blacken"],
+                   help="blur/down2/down4/blacken: the papers' pixel baselines, for comparison")  # fmt: skip
+    p.add_argument("--keep-pixels", type=int, default=0, metavar="SIZE",
+                   help="also store each clip's anonymized pixels at SIZE px, 8 frames (for `anonvid evaluate`)")
     p.add_argument("--allow-raw", action="store_true", help="confirm --mode raw (un-anonymized; evaluation only)")
     p.add_argument("--encoder", help="frozen encoder model bundle (path or URI)")
     p.add_argument("--pruner", help="tubelet pruner model bundle (modes prune, prune+aam)")
@@ -70,6 +74,7 @@ def config_from_args(args: argparse.Namespace):
         manifest=args.manifest,
         mode=args.mode,
         allow_raw=args.allow_raw,
+        keep_pixels=args.keep_pixels,
         encoder=args.encoder,
         pruner=args.pruner,
         aam=args.aam,

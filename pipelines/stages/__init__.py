@@ -13,6 +13,8 @@ _WHERE = {
     "PlanSegments": "plan",
     "DecodeClips": "decode",
     "PruneClips": "prune",
+    "TransformClips": "transform",
+    "KeepPixels": "pixels",
     "EncodeClips": "encode",
     "GatherVideos": "gather",
     "ApplyAam": "aam",

@@ -16,7 +16,7 @@ import numpy as np
 
 from .rows import OK, pack
 
-CLIP_ARRAYS = ("clip_index", "start_s", "end_s", "features", "kept_tubelet_ids", "pruner_feature")
+CLIP_ARRAYS = ("clip_index", "start_s", "end_s", "features", "kept_tubelet_ids", "pruner_feature", "pixels")
 SECONDS = ("t_decode", "t_prune", "t_encode")
 VIDEO_COLUMNS = ("video_id", "status", "num_clips", "payload")
 

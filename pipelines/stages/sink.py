@@ -86,6 +86,10 @@ class WriteShards:
         if "kept_tubelet_ids" in videos[0][1]:
             cols["kept_tubelet_ids"] = fixed_size_list(cat("kept_tubelet_ids").astype(np.int32), pa.int32())
             cols["pruner_feature"] = fixed_size_list(cat("pruner_feature").astype(np.float32), pa.float32())
+        if "pixels" in videos[0][1]:  # the anonymized clip, small, for the evaluation's pixel attacker
+            px = cat("pixels")  # (rows, T, S, S, 3) uint8
+            cols["pixels"] = pa.array([c.tobytes() for c in px], type=pa.binary())
+            cols["pixels_shape"] = fixed_size_list(np.tile(np.array(px.shape[1:], np.int32), (len(px), 1)), pa.int32())
         rows = sum(n)
         for k, v in self.row_fields.items():
             cols[k] = pa.array([v] * rows, type=pa.string())

@@ -1,0 +1,249 @@
+"""The privacy/utility evaluation of one anonymized output (see ../shared/METHODS.md, section 3), on arrays.
+
+Every attacker is trained on the anonymized train split and tested on the anonymized test split; the strongest
+attacker of the pool counts (worst case). Every figure carries a 95% bootstrap CI over *test videos* (clips of a
+video are resampled together), as `{"value", "low", "high"}`:
+
+    test = Split(x, action, attributes, identity, video)          # clip rows of the test split, same for train
+    result = evaluate_split(train, test)                             # utility, attacker pool, re-id
+    pixels = evaluate_pixels(train_clips, test_clips)                # a fresh video model on anonymized pixels
+    leak = paired_leakage(result, reference)                        # (cMAP - chance) / (cMAP_ref - chance)
+    bias = evaluate_bias(train, test)                               # on a --bias-protocol corpus
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .attackers import AttackResult, action_probe, attack_pool
+from .metrics import (
+    BootstrapCI,
+    bias_gap,
+    bootstrap_ci,
+    chance_cmap,
+    chance_rank1,
+    cmap,
+    cmap_report,
+    macro_f1,
+    normalized_leakage,
+    top1_accuracy,
+    video_top1_accuracy,
+)
+
+
+@dataclass
+class Split:
+    """Clip rows of one split: x (N, D) features or (N, T, H, W, 3) uint8 clips, and per-row labels."""
+
+    x: np.ndarray
+    action: np.ndarray  # (N,) int
+    attributes: np.ndarray  # (N, A) {0, 1}
+    identity: np.ndarray  # (N,) int
+    video: np.ndarray  # (N,) video ids: clips of one video share it
+    group: np.ndarray | None = None  # (N,) the bias protocol's group (e.g. gender_proxy), when measured
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        for name in ("action", "attributes", "identity", "video"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Split.{name} has {len(getattr(self, name))} rows but x has {n}")
+        if n == 0:
+            raise ValueError("an empty split: no clips to train or test on (did every video fail upstream?)")
+
+
+@dataclass
+class Evaluation:
+    """The figures (JSON-ready) plus what later pairings need: the worst attacker's test scores."""
+
+    figures: dict
+    worst_scores: np.ndarray | None = None  # (N_test, A)
+    test: Split | None = None
+    attacks: dict[str, AttackResult] = field(default_factory=dict)
+
+
+def figure(ci: BootstrapCI | None) -> dict | None:
+    return None if ci is None else {"value": ci.point, "low": ci.low, "high": ci.high}
+
+
+def _ci(fn, *arrays, groups, n_boot: int, seed: int, pass_groups: bool = False) -> dict:
+    return figure(bootstrap_ci(fn, *arrays, groups=groups, n_boot=n_boot, seed=seed, pass_groups=pass_groups))
+
+
+def _video_top1(probs, labels, groups):
+    return video_top1_accuracy(probs, labels, groups)
+
+
+def _attacker_figures(res: AttackResult, test: Split, n_boot: int, seed: int) -> dict:
+    return {
+        "cmap": _ci(cmap, test.attributes, res.scores, groups=test.video, n_boot=n_boot, seed=seed),
+        "macro_f1": _ci(macro_f1, test.attributes, res.scores, groups=test.video, n_boot=n_boot, seed=seed),
+        "best": res.best,
+    }
+
+
+def _privacy(pool: dict[str, AttackResult], test: Split, attributes, n_boot: int, seed: int) -> tuple[dict, str]:
+    attackers = {k: _attacker_figures(r, test, n_boot, seed) for k, r in pool.items()}
+    worst = max(pool, key=lambda k: pool[k].cmap)
+    per_attr = cmap_report(test.attributes, pool[worst].scores)
+    names = list(attributes) if attributes is not None else [str(i) for i in range(test.attributes.shape[1])]
+    ap = {names[i]: float(v) for i, v in enumerate(per_attr.ap) if np.isfinite(v)}
+    return {
+        "attackers": attackers,
+        "worst": {"attacker": worst, "cmap": attackers[worst]["cmap"], "macro_f1": attackers[worst]["macro_f1"]},
+        "per_attribute_ap": ap,
+    }, worst
+
+
+def video_means(x: np.ndarray, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) clip rows -> (V, D) per-video means and the row index of each video's first clip."""
+    _, first, inv = np.unique(video, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    sums = np.zeros((len(first), x.shape[1]))
+    np.add.at(sums, inv, x)
+    return sums / np.bincount(inv)[:, None], first
+
+
+def reid(train: Split, test: Split, *, n_boot: int, seed: int) -> dict | None:
+    """Rank-1 re-identification of a person across videos: every video queries all other videos of both splits
+    (cosine on train-standardized video means). CI: queries resampled, gallery fixed."""
+    x = np.concatenate([train.x, test.x]).astype(np.float64)
+    x = (x - train.x.mean(0)) / (train.x.std(0) + 1e-6)
+    video = np.concatenate([np.char.add("train:", train.video.astype(str)), np.char.add("test:", test.video.astype(str))])  # noqa: E501
+    ident = np.concatenate([train.identity, test.identity])
+    z, first = video_means(x, video)
+    ids = ident[first]
+    try:
+        chance = chance_rank1(ids)
+    except ValueError:
+        return None  # no person appears in two videos: nothing to link
+    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    hits = []
+    for start in range(0, len(z), 1024):
+        sim = z[start : start + 1024] @ z.T  # (chunk, V)
+        sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf  # not the video itself
+        hits.append(ids[sim.argmax(1)] == ids[start : start + 1024])
+    hits = np.concatenate(hits)
+    _, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    hits = hits[counts[inv.reshape(-1)] > 1].astype(np.float64)  # only people seen in another video count
+    fig = figure(bootstrap_ci(np.mean, hits, n_boot=n_boot, seed=seed))
+    return {"rank1": fig, "chance": chance, "ratio_to_chance": fig["value"] / chance, "n_queries": int(len(hits))}
+
+
+def evaluate_split(
+    train: Split, test: Split, *, attributes=None, num_actions: int | None = None, seed: int = 0, epochs: int = 60,
+    n_boot: int = 500,
+) -> Evaluation:  # fmt: skip
+    """Utility (linear action probe, video top-1), the feature attacker pool (linear, MLP, k-NN) and re-id."""
+    for s in (train, test):
+        if s.x.ndim != 2:
+            raise ValueError(f"evaluate_split needs (N, D) features, got {s.x.shape}; pixels go to evaluate_pixels")
+    probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
+                         seed=seed, epochs=epochs)  # fmt: skip
+    utility = {
+        "top1": _ci(top1_accuracy, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed),
+        "video_top1": _ci(_video_top1, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed,
+                          pass_groups=True),  # fmt: skip
+    }
+    pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs)
+    privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
+    figures = {
+        "n_train": int(len(train.x)), "n_test": int(len(test.x)), "dim": int(train.x.shape[1]),
+        "n_test_videos": int(len(np.unique(test.video))),
+        "utility": utility, "privacy": privacy, "reid": reid(train, test, n_boot=n_boot, seed=seed),
+    }  # fmt: skip
+    return Evaluation(figures, pool[worst].scores, test, pool)
+
+
+def evaluate_pixels(
+    train: Split, test: Split, *, attributes=None, num_actions: int | None = None, seed: int = 0, epochs: int = 15,
+    n_boot: int = 500, size: int = 56, frames: int = 8,
+) -> Evaluation:  # fmt: skip
+    """A freshly trained small video model on anonymized pixels: the attribute attacker and the action model."""
+    from .pixel_attacker import pixel_action_probe, train_pixel_attacker
+
+    kw = {"epochs": epochs, "seed": seed, "size": size, "frames": frames}
+    attack = train_pixel_attacker(train.x, train.attributes, test.x, test.attributes, **kw)
+    probe = pixel_action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions, **kw)
+    pool = {"video_model": attack}
+    privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
+    utility = {
+        "top1": _ci(top1_accuracy, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed),
+        "video_top1": _ci(_video_top1, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed,
+                          pass_groups=True),  # fmt: skip
+    }
+    figures = {"n_train": int(len(train.x)), "n_test": int(len(test.x)), "utility": utility, "privacy": privacy}
+    return Evaluation(figures, attack.scores, test, pool)
+
+
+def merge_pixels(features: Evaluation, pixels: Evaluation) -> Evaluation:
+    """One method seen both ways (features of the masked video, and the masked pixels): the pool is the union, the
+    worst case is over all of it; the feature probe stays the utility figure, the pixel model's is kept beside it."""
+    fig = features.figures
+    attackers = {**fig["privacy"]["attackers"], **pixels.figures["privacy"]["attackers"]}
+    pool = {**features.attacks, **pixels.attacks}
+    worst = max(attackers, key=lambda k: attackers[k]["cmap"]["value"])
+    src = pixels if worst in pixels.attacks else features
+    privacy = {
+        "attackers": attackers,
+        "worst": {"attacker": worst, "cmap": attackers[worst]["cmap"], "macro_f1": attackers[worst]["macro_f1"]},
+        "per_attribute_ap": src.figures["privacy"]["per_attribute_ap"],
+    }
+    utility = {**fig["utility"], "pixel_video_top1": pixels.figures["utility"]["video_top1"]}
+    return Evaluation({**fig, "utility": utility, "privacy": privacy}, src.worst_scores, src.test, pool)
+
+
+def _rows_by_video(video: np.ndarray) -> dict:
+    order = np.argsort(video, kind="stable")
+    keys, starts = np.unique(video[order], return_index=True)
+    return dict(zip(keys.tolist(), np.split(order, starts[1:]), strict=True))
+
+
+def paired_leakage(method: Evaluation, reference: Evaluation, *, n_boot: int = 500, seed: int = 0) -> dict | None:
+    """Normalized leakage of the worst attacker against the reference's worst attacker, with a paired bootstrap:
+    each resample draws test videos (present in both) and recomputes both cMAPs and the chance floor."""
+    a, b = _rows_by_video(method.test.video), _rows_by_video(reference.test.video)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+
+    def leak(videos) -> float:
+        ia = np.concatenate([a[v] for v in videos])
+        ib = np.concatenate([b[v] for v in videos])
+        ref_y = reference.test.attributes[ib]
+        return normalized_leakage(cmap(method.test.attributes[ia], method.worst_scores[ia]),
+                                  cmap(ref_y, reference.worst_scores[ib]), chance_cmap(ref_y))  # fmt: skip
+
+    try:
+        point = leak(common)
+    except ValueError:
+        return None
+    rng, values = np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        try:
+            values.append(leak([common[i] for i in rng.integers(0, len(common), len(common))]))
+        except ValueError:
+            continue
+    low, high = np.quantile(values, [0.025, 0.975]) if values else (np.nan, np.nan)
+    return {"value": point, "low": float(low), "high": float(high)}
+
+
+def evaluate_bias(
+    train: Split, test: Split, *, num_actions: int | None = None, seed: int = 0, epochs: int = 60, n_boot: int = 500
+) -> dict:
+    """The bias protocol (arXiv 2511.08666): an action probe trained on a biased train split; per-group accuracy of
+    its video-level predictions on the test split, and the gap between groups."""
+    if train.group is None or test.group is None:
+        raise ValueError("evaluate_bias needs Split.group (e.g. gender_proxy) on both splits")
+    probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
+                         seed=seed, epochs=epochs)  # fmt: skip
+    # video level: average each video's clip probabilities, one prediction per video
+    probs, first = video_means(probe.probs, test.video)
+    labels, groups = test.action[first], test.group[first]
+    expected = sorted(np.unique(groups).tolist())
+    rep = bias_gap(probs, labels, groups, expected_groups=expected)
+    ci = bootstrap_ci(lambda p, y, g: bias_gap(p, y, g, expected_groups=expected).gap, probs, labels, groups,
+                      n_boot=n_boot, seed=seed)  # fmt: skip
+    return {"gap": figure(ci), "per_group": {str(k): v for k, v in rep.per_group.items()},
+            "counts": {str(k): v for k, v in rep.counts.items()}}  # fmt: skip

@@ -1,0 +1,228 @@
+"""The benchmark recipe: the whole privacy/utility protocol on a generated corpus, in one command. Reads top to bottom:
+
+    1. generate the corpus and a --bias-protocol corpus (OUT/corpus, OUT/bias)
+    2. train on Ray Train: the encoder (action pretraining), the pruner (2603.26336), the AAM (2511.08666) and the
+       AAMs of the L_B-weight sweep, on the corpus's train split
+    3. anonymize every video with the real job: raw (the reference), prune, aam, prune+aam, the papers' pixel
+       baselines (blur, downsample x2 / x4, blackening) and the sweep points (lambda_priv, keep ratio, w_b); pixel
+       outputs keep a small copy of their pixels for the video-model attacker; the main methods also on the bias
+       corpus
+    4. evaluate (attackers trained on each output's train split, tested on its test split) -> OUT/report
+    5. with readme=true, write the result table into README.md between the benchmark markers
+
+Every step is resumable: finished trainings are reused, the anonymize job skips committed videos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+
+
+@dataclass
+class BenchmarkConfig:
+    out: str = "bench_out"
+    videos: int = 1000
+    bias_videos: int = 500
+    seed: int = 0
+    size: int = 112
+    frames: int = 32
+    encoder_epochs: int = 12
+    pruner_epochs: int = 12
+    aam_epochs: int = 30
+    batch_size: int = 16
+    lr: float = 5e-4
+    num_workers: int = 2
+    keep_pixels: int = 56
+    sweep_lambda_priv: list[float] = field(default_factory=lambda: [0.0, 3.0])
+    sweep_keep_ratio: list[float] = field(default_factory=lambda: [0.5])
+    sweep_w_b: list[float] = field(default_factory=lambda: [0.3, 3.0])
+    baselines: list[str] = field(default_factory=lambda: ["blur", "down2", "down4", "blacken"])
+    epochs: int = 60  # evaluation attackers and probes
+    pixel_epochs: int = 12
+    n_boot: int = 500
+    readme: str | None = None  # a README.md to write the table into
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.videos < 16 or self.bias_videos < 16:
+            errors.append("videos and bias_videos must be >= 16 (both splits need every action)")
+        if min(self.encoder_epochs, self.pruner_epochs, self.aam_epochs) < 1:
+            errors.append("training epochs must be >= 1")
+        return errors
+
+
+class Steps:
+    """Times each step and logs it; the timings go into the report and the README."""
+
+    def __init__(self, log) -> None:
+        self.log, self.times = log, {}
+
+    def __call__(self, title: str, fn, /, *args, **kwargs):
+        self.log(f"[benchmark] {title} ...")
+        t0 = time.monotonic()
+        result = fn(*args, **kwargs)
+        self.times[title] = round(time.monotonic() - t0, 1)
+        self.log(f"[benchmark] {title}: {self.times[title]:.1f} s")
+        return result
+
+
+def _train(kind: str, cfg: BenchmarkConfig, out: str, **fields) -> str:
+    """A Ray Train run whose exported bundle is reused when it exists (the run itself also resumes)."""
+    from anon_core.models.bundle import read_bundle_config
+
+    try:
+        read_bundle_config(out)
+        return out
+    except FileNotFoundError:
+        pass
+    if kind == "aam":
+        from pipelines.train.aam_loop import AamTrainConfig, run_aam_training
+
+        tc = AamTrainConfig(storage_path=os.path.abspath(f"{cfg.out}/train"), out=out, seed=cfg.seed,
+                            num_workers=cfg.num_workers, lr=1e-3, warm_start_epochs=2, **fields)  # fmt: skip
+        result = run_aam_training(tc)
+    else:
+        from pipelines.train.loop import TrainConfig, run_training
+
+        tc = TrainConfig(kind=kind, storage_path=os.path.abspath(f"{cfg.out}/train"), out=out, seed=cfg.seed,
+                         num_workers=cfg.num_workers, batch_size=cfg.batch_size, lr=cfg.lr, **fields)  # fmt: skip
+        result = run_training(tc)
+    if result.error is not None or result.checkpoint is None:
+        raise RuntimeError(f"training {kind} ({fields.get('name')}) failed: {result.error}")
+    return out
+
+
+def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dict:
+    from pipelines.anonymize import AnonymizeConfig
+
+    from .anonymize import run_anonymize
+
+    job = AnonymizeConfig(output=output, manifest=manifest, mode=mode, allow_raw=mode == "raw",
+                          encoder=models["encoder"], pruner=models["pruner"] if "prune" in mode else None,
+                          aam=kw.pop("aam", models["aam"]) if "aam" in mode else None, **kw)  # fmt: skip
+    with open(os.devnull, "w") as quiet:
+        summary = run_anonymize(job, log=quiet)
+    if summary.get("videos_failed"):
+        raise RuntimeError(f"anonymize {output}: {summary['videos_failed']} videos failed; see {output}/errors")
+    return summary
+
+
+def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
+    from anon_core.synthetic import ACTIONS, ATTRIBUTES, CorpusConfig, generate_corpus
+    from pipelines.anonymize import connect
+    from pipelines.evaluate.run import EvalMethod, EvaluateConfig, Sweep, run_evaluation
+
+    out, step = cfg.out, Steps(log)
+    corpus, bias = f"{out}/corpus", f"{out}/bias"
+    step("1 generate corpus", generate_corpus, corpus, CorpusConfig(videos=cfg.videos, seed=cfg.seed,
+         size=cfg.size, frames=cfg.frames))  # fmt: skip
+    step("1 generate bias corpus", generate_corpus, bias, CorpusConfig(videos=cfg.bias_videos, seed=cfg.seed + 1,
+         size=cfg.size, frames=cfg.frames, bias_protocol=True))  # fmt: skip
+    labels, bias_labels = f"{corpus}/labels.parquet", f"{bias}/labels.parquet"
+    connect()
+
+    m = f"{out}/models"
+    common = {"manifest": labels, "num_classes": len(ACTIONS)}
+    models = {
+        "encoder": step("2 train encoder", _train, "encoder", cfg, f"{m}/encoder", name="encoder",
+                        builder="video_vit_tiny", epochs=cfg.encoder_epochs, **common),  # fmt: skip
+        "pruner": step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner", builder="pruner_tiny",
+                       epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES), **common),  # fmt: skip
+    }
+    aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs, "num_actions": len(ACTIONS)}
+    models["aam"] = step("2 train aam", _train, "aam", cfg, f"{m}/aam", name="aam", **aam)
+    sweep_aams = {w: step(f"2 train aam w_b={w}", _train, "aam", cfg, f"{m}/aam_wb{w}", name=f"aam-wb{w}", w_b=w,
+                          **aam) for w in cfg.sweep_w_b}  # fmt: skip
+
+    f, px = f"{out}/features", {"keep_pixels": cfg.keep_pixels}
+    runs: list[tuple[str, dict, Sweep | None]] = [
+        ("raw", {"mode": "raw", **px}, None),
+        ("prune", {"mode": "prune", **px}, None),
+        ("aam", {"mode": "aam"}, None),
+        ("prune+aam", {"mode": "prune+aam"}, None),
+        *[(b, {"mode": b, **px}, None) for b in cfg.baselines],
+        *[(f"prune lambda={v:g}", {"mode": "prune", "lambda_priv": v}, Sweep("lambda_priv", v))
+          for v in cfg.sweep_lambda_priv],
+        *[(f"prune keep={v:g}", {"mode": "prune", "keep_ratio": v}, Sweep("keep_ratio", v))
+          for v in cfg.sweep_keep_ratio],
+        *[(f"aam w_b={w:g}", {"mode": "aam", "aam": sweep_aams[w]}, Sweep("w_b", w)) for w in cfg.sweep_w_b],
+    ]  # fmt: skip
+    methods = []
+    for name, kw, sweep in runs:
+        folder = f"{f}/{name.replace(' ', '_').replace('=', '').replace('+', '_')}"
+        step(f"3 anonymize {name}", _anonymize, folder, labels, models, **kw)
+        methods.append(EvalMethod(name, folder, sweep))
+        if sweep is None and kw["mode"] in ("raw", "prune", "aam", "prune+aam"):
+            bias_folder = f"{out}/bias_features/{os.path.basename(folder)}"
+            step(f"3 anonymize {name} (bias corpus)", _anonymize, bias_folder, bias_labels, models, mode=kw["mode"])
+            methods[-1].bias_output = bias_folder
+    step("3 tubelet overlays", _overlays, f"{f}/prune", labels, models)
+
+    ecfg = EvaluateConfig(labels=labels, methods=methods, out=f"{out}/report", bias_labels=bias_labels,
+                          epochs=cfg.epochs, pixel_epochs=cfg.pixel_epochs, n_boot=cfg.n_boot, seed=cfg.seed,
+                          command=f"anonvid benchmark --out {out} --videos {cfg.videos}")  # fmt: skip
+    report = step("4 evaluate", run_evaluation, ecfg, log=log)
+    report["timings"] = {**step.times, **{f"  {k}": v for k, v in report["timings"].items()}}
+    report["benchmark"] = {"config": asdict(cfg), "machine": _machine(), "date": datetime.now(UTC).date().isoformat()}
+    with open(f"{out}/report/report.json", "w") as fh:
+        json.dump(report, fh, indent=2, default=float)
+    from pipelines.evaluate.report import write_markdown
+
+    write_markdown(report, f"{out}/report/report.md", _plots(f"{out}/report"))
+    if cfg.readme:
+        write_readme_table(cfg.readme, report)
+    return report
+
+
+def _overlays(output: str, manifest: str, models: dict) -> dict:
+    """Example frames with the pruned tubelets overlaid: the anonymize job's own --preview on a few videos."""
+    from pipelines.anonymize import AnonymizeConfig, preflight
+    from pipelines.preview import write_preview
+
+    plan = preflight(AnonymizeConfig(output=output, manifest=manifest, mode="prune", encoder=models["encoder"],
+                                     pruner=models["pruner"], keep_pixels=56))  # fmt: skip
+    return write_preview(plan, 6)
+
+
+def _plots(report_dir: str) -> dict[str, str]:
+    names = {"tradeoff.png": "privacy-utility trade-off", "tradeoff_leakage.png": "trade-off (normalized leakage)",
+             "attackers.png": "every attacker"}  # fmt: skip
+    found = {v: k for k, v in names.items() if os.path.exists(f"{report_dir}/{k}")}
+    for fname in sorted(os.listdir(report_dir)):
+        if fname.startswith("pruned_tubelets_"):
+            found[f"pruned tubelets ({fname[16:-4]})"] = fname
+    return found
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, {platform.system()}"
+
+
+def write_readme_table(readme: str, report: dict) -> None:
+    """Replace the text between the benchmark markers in README with this run's table and the command."""
+    from pipelines.evaluate.report import markdown_table
+
+    b = report["benchmark"]
+    c = b["config"]
+    met = sum(t["met"] is True for t in report["targets"])
+    text = (
+        f"{BEGIN}\nFrom `{report['command']}` on {b['date']}, {b['machine']}: {c['videos']} videos "
+        f"({c['bias_videos']} more for the bias protocol), tiny models trained here; 95% bootstrap CIs over test "
+        f"videos; worst case over the attacker pool. Chance: cMAP {100 * report['chance']['cmap']:.1f}, top-1 "
+        f"{100 * report['chance']['top1']:.1f}. Targets met: {met} of {len(report['targets'])} (see "
+        f"`{c['out']}/report/report.md`).\n\n{markdown_table(report)}\n{END}"
+    )
+    with open(readme) as fh:
+        body = fh.read()
+    if BEGIN not in body or END not in body:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to write the table between")
+    head, rest = body.split(BEGIN, 1)
+    with open(readme, "w") as fh:
+        fh.write(head + text + rest.split(END, 1)[1])

@@ -1,0 +1,1 @@
+"""The evaluation job: attackers and probes on anonymized outputs, and its report."""

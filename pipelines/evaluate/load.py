@@ -1,0 +1,122 @@
+"""Reading what the evaluation attacks: an anonymize output's committed feature rows, or a pixel set's clips, joined
+to the corpus labels (`labels.parquet` of `anonvid synth`, or any manifest with the same label columns).
+
+Rows are joined to labels by source URI (the manifest's `uri`/`path`, resolved as the anonymize job resolves it),
+so an output made from a folder or from the manifest both work.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from anon_core.evaluation import Split
+
+from ..sources import list_manifest
+from ..store import OutputStore
+
+
+class EvalInputError(ValueError):
+    """An input the evaluation cannot use; the message names the fix."""
+
+
+def corpus_labels(labels: str, attributes: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per video: uri, split, action_id, identity, the attribute columns. Attributes default to every
+    0/1 column that `anonvid synth` writes (read from its corpus.json when present)."""
+    videos = list_manifest(labels).videos
+    rows = [dict(json.loads(s or "{}"), uri=u) for u, s in zip(videos["uri"], videos["labels"], strict=True)]
+    table = pd.DataFrame(rows)
+    if attributes is None:
+        from anon_core.synthetic import ATTRIBUTES
+
+        attributes = [a for a in ATTRIBUTES if a in table.columns]
+    missing = [c for c in ("split", "action_id", "identity", *attributes) if c not in table.columns]
+    if missing or not attributes:
+        raise EvalInputError(
+            f"{labels} lacks label columns {missing or ['any attribute']}; the evaluation needs split, action_id, "
+            "identity and 0/1 attribute columns (as `anonvid synth` writes them), or pass --attributes"
+        )
+    splits = set(table["split"])
+    if not {"train", "test"} <= splits:
+        raise EvalInputError(f"{labels} needs both a train and a test split; it has {sorted(splits)}")
+    return table, list(attributes)
+
+
+def _committed_table(output: str, columns: list[str], sub: str = "features") -> pa.Table:
+    """The rows of committed videos only (a concurrent or killed run may have left uncommitted shards)."""
+    store = OutputStore(output)
+    if not store.exists(store.path("_output.json")):
+        raise EvalInputError(f"{output} is not an anonvid output (no _output.json); give an `anonvid anonymize --out`")
+    found = store.fs.find(store.path(sub)) if store.exists(store.path(sub)) else []
+    files = [f for f in found if f.endswith(".parquet") and not f.rsplit("/", 1)[-1].startswith(".")]
+    if not files:
+        raise EvalInputError(f"{output} has no {sub} shards yet: run the anonymize job on it first")
+    tables = [pq.read_table(f, columns=columns, filesystem=store.fs) for f in sorted(files)]
+    table = pa.concat_tables(tables)
+    done = store.committed()
+    keep = np.array([v in done for v in table.column("video_id").to_pylist()], dtype=bool)
+    table = table.filter(pa.array(keep))
+    keys = pd.DataFrame({"v": table.column("video_id").to_pylist(), "c": table.column("clip_index").to_pylist()})
+    if keys.duplicated().any():
+        raise EvalInputError(
+            f"{output} holds some clips twice (a run was interrupted before its repair): run the same "
+            "`anonvid anonymize` command on it again, which repairs the output first"
+        )
+    return table
+
+
+def _join(table: pa.Table, labels: pd.DataFrame, x: np.ndarray, attributes: list[str], group: str | None,
+          source: str) -> dict[str, Split]:  # fmt: skip
+    uri = np.array(table.column("source_uri").to_pylist(), dtype=object)
+    lab = labels.set_index("uri")
+    known = np.array([u in lab.index for u in uri], dtype=bool)
+    if not known.any():
+        raise EvalInputError(f"none of the videos in {source} appear in the labels: is it the same corpus?")
+    uri, x = uri[known], x[known]
+    rows = lab.loc[uri]
+    splits = {}
+    for name in ("train", "test"):
+        sel = (rows["split"] == name).to_numpy()
+        if not sel.any():
+            raise EvalInputError(f"{source} has no rows of the {name} split")
+        r = rows[sel]
+        splits[name] = Split(
+            x=x[sel],
+            action=r["action_id"].to_numpy(np.int64),
+            attributes=r[attributes].to_numpy(np.float64),
+            identity=r["identity"].to_numpy(np.int64),
+            video=uri[sel].astype(str),
+            group=None if group is None else r[group].to_numpy(np.int64),
+        )
+    return splits
+
+
+def feature_splits(output: str, labels: pd.DataFrame, attributes: list[str], group: str | None = None):
+    """{"train": Split, "test": Split} of an anonymize output's committed clip features."""
+    table = _committed_table(output, ["video_id", "source_uri", "clip_index", "features"])
+    col = table.column("features").combine_chunks()
+    n = len(table)
+    x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)  # (N, D)
+    return _join(table, labels, x, attributes, group, output)
+
+
+def has_pixels(output: str) -> bool:
+    """Whether an anonymize output was written with --keep-pixels."""
+    store = OutputStore(output)
+    path = store.path("_output.json")
+    return bool(store.exists(path) and store.read_json(path).get("keep_pixels"))
+
+
+def pixel_splits(output: str, labels: pd.DataFrame, attributes: list[str], group: str | None = None):
+    """{"train": Split, "test": Split} of the clips' anonymized pixels (`--keep-pixels`): x (N, T, S, S, 3) uint8."""
+    table = _committed_table(output, ["video_id", "source_uri", "clip_index", "pixels", "pixels_shape"])
+    shapes = {tuple(s) for s in table.column("pixels_shape").to_pylist()}
+    if len(shapes) != 1:
+        raise EvalInputError(f"{output} mixes pixel shapes {sorted(shapes)}; one output must have one shape")
+    shape = shapes.pop()
+    x = np.stack([np.frombuffer(b, np.uint8).reshape(shape) for b in table.column("pixels").to_pylist()])
+    return _join(table, labels, x, attributes, group, output)

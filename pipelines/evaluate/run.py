@@ -1,0 +1,174 @@
+"""The evaluation job: anonymize outputs (features, and pixels when kept) + corpus labels -> report.json, report.md and
+plots. Pure driver-side work (the attackers are small); see anon_core.evaluation for what each figure means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from anon_core.evaluation import (
+    Evaluation,
+    evaluate_bias,
+    evaluate_pixels,
+    evaluate_split,
+    merge_pixels,
+    paired_leakage,
+)
+
+from .load import corpus_labels, feature_splits, has_pixels, pixel_splits
+
+FAMILIES = {"raw": "raw", "prune": "prune", "aam": "aam", "prune+aam": "prune+aam"}  # other modes: "baseline"
+
+
+@dataclass
+class Sweep:
+    param: str  # lambda_priv | keep_ratio | w_b
+    value: float
+
+
+@dataclass
+class EvalMethod:
+    name: str
+    output: str  # an `anonvid anonymize --out` folder or URI
+    sweep: Sweep | None = None
+    bias_output: str | None = None  # the same method's output on the --bias-protocol corpus
+
+
+@dataclass
+class EvaluateConfig:
+    labels: str
+    methods: list[EvalMethod]
+    out: str
+    reference: str = "raw"  # normalized leakage and the bias reduction are measured against this method
+    bias_labels: str | None = None
+    bias_group: str = "gender_proxy"
+    attributes: list[str] | None = None  # default: the synthetic corpus's attribute columns
+    seed: int = 0
+    epochs: int = 60  # feature attackers and probes (best epoch counts)
+    pixel_epochs: int = 12  # the video-model attacker
+    n_boot: int = 500
+    command: str = ""
+
+    def validate(self) -> list[str]:
+        errors = []
+        names = [m.name for m in self.methods]
+        if not names:
+            errors.append("methods: give at least one NAME=OUTPUT")
+        if len(set(names)) != len(names):
+            errors.append(f"methods: names must be unique, got {names}")
+        if self.reference not in names:
+            errors.append(f"reference {self.reference!r} is not one of the methods {names}: add it (e.g. a raw run)")
+        if any(m.bias_output for m in self.methods) and not self.bias_labels:
+            errors.append("bias outputs given without bias_labels (the --bias-protocol corpus's labels.parquet)")
+        if self.epochs < 1 or self.pixel_epochs < 1 or self.n_boot < 10:
+            errors.append("epochs and pixel_epochs must be >= 1 and n_boot >= 10")
+        return errors
+
+
+def _family(output: str) -> str:
+    from ..store import OutputStore
+
+    store = OutputStore(output)
+    mode = store.read_json(store.path("_output.json")).get("mode", "")
+    return FAMILIES.get(mode, "baseline")
+
+
+def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
+    """Evaluate every method, write OUT/report.json, report.md and the PNG plots; returns the report."""
+    from .report import check_targets, write_markdown, write_plots
+
+    t_start = time.monotonic()
+    labels, attributes = corpus_labels(cfg.labels, cfg.attributes)
+    num_actions = int(labels["action_id"].max()) + 1
+    kw = {"attributes": attributes, "num_actions": num_actions, "seed": cfg.seed, "n_boot": cfg.n_boot}
+    evals: dict[str, Evaluation] = {}
+    methods, timings = {}, {}
+    for m in cfg.methods:
+        t0 = time.monotonic()
+        splits = feature_splits(m.output, labels, attributes)
+        ev = evaluate_split(splits["train"], splits["test"], epochs=cfg.epochs, **kw)
+        entry_input = "features"
+        if has_pixels(m.output):
+            px = pixel_splits(m.output, labels, attributes)
+            ev = merge_pixels(ev, evaluate_pixels(px["train"], px["test"], epochs=cfg.pixel_epochs, **kw))
+            entry_input = "features+pixels"
+        evals[m.name] = ev
+        methods[m.name] = {"family": _family(m.output), "input": entry_input, "output": m.output,
+                           "sweep": asdict(m.sweep) if m.sweep else None, **ev.figures, "bias": None}  # fmt: skip
+        timings[f"evaluate {m.name}"] = time.monotonic() - t0
+        w = ev.figures["privacy"]["worst"]
+        log(f"  {m.name}: video top-1 {ev.figures['utility']['video_top1']['value']:.3f}, worst cMAP "
+            f"{w['cmap']['value']:.3f} ({w['attacker']}) in {timings[f'evaluate {m.name}']:.0f} s")  # fmt: skip
+    ref = evals[cfg.reference]
+    for name, ev in evals.items():
+        methods[name]["privacy"]["normalized_leakage"] = paired_leakage(ev, ref, n_boot=cfg.n_boot, seed=cfg.seed)
+    if cfg.bias_labels:
+        t0 = time.monotonic()
+        bias_table, _ = corpus_labels(cfg.bias_labels, attributes)
+        for m in cfg.methods:
+            if m.bias_output:
+                b = feature_splits(m.bias_output, bias_table, attributes, group=cfg.bias_group)
+                methods[m.name]["bias"] = evaluate_bias(
+                    b["train"], b["test"], num_actions=num_actions, seed=cfg.seed, epochs=cfg.epochs, n_boot=cfg.n_boot
+                )
+        ref_bias = methods[cfg.reference]["bias"]
+        for entry in methods.values():
+            if entry["bias"] and ref_bias and ref_bias["gap"]["value"] > 0:
+                entry["bias"]["reduction_vs_reference"] = 1 - entry["bias"]["gap"]["value"] / ref_bias["gap"]["value"]
+            elif entry["bias"]:
+                entry["bias"]["reduction_vs_reference"] = None
+        timings["bias protocol"] = time.monotonic() - t0
+    from anon_core.metrics import chance_cmap
+
+    test = labels[labels["split"] == "test"]
+    report = {
+        "format": "anonvid-report/1",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": cfg.command,
+        "labels": cfg.labels,
+        "reference": cfg.reference,
+        "chance": {
+            "cmap": chance_cmap(test[attributes].to_numpy()),
+            "top1": float(test["action_id"].value_counts(normalize=True).max()),  # the majority-class guess
+            "rank1": next((e["reid"]["chance"] for e in methods.values() if e.get("reid")), None),
+        },
+        "attributes": attributes,
+        "methods": methods,
+        "config": asdict(cfg),
+    }
+    report["targets"] = check_targets(report)
+    os.makedirs(cfg.out, exist_ok=True)
+    t0 = time.monotonic()
+    plots = write_plots(report, cfg.out)
+    plots.update(_copy_overlays(cfg, methods))
+    timings["report and plots"] = time.monotonic() - t0
+    timings["total"] = time.monotonic() - t_start
+    report["timings"] = timings
+    with open(os.path.join(cfg.out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    write_markdown(report, os.path.join(cfg.out, "report.md"), plots)
+    return report
+
+
+def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:
+    """The pruned-tubelet contact sheets that `anonymize --preview N` wrote beside prune outputs."""
+    import fsspec
+
+    found = {}
+    for m in cfg.methods:
+        if methods[m.name]["family"] not in ("prune", "prune+aam") or m.sweep:
+            continue
+        src = f"{m.output.rstrip('/')}/preview/contact_sheet.png"
+        fs, path = fsspec.core.url_to_fs(src)
+        if fs.exists(path):
+            name = f"pruned_tubelets_{m.name.replace('+', '_')}.png"
+            with fs.open(path, "rb") as fin, open(os.path.join(cfg.out, name), "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            found[f"pruned tubelets ({m.name})"] = name
+    return found
+

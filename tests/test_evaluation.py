@@ -1,0 +1,129 @@
+"""anon_core.evaluation on constructed inputs with known answers (METHODS.md §3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anon_core.evaluation import Split, evaluate_bias, evaluate_split, paired_leakage
+
+A, ACTIONS = 5, 4
+
+
+def make_split(rng, n_videos: int, clips: int, *, start: int = 0, people: np.ndarray | None = None):
+    """Videos of people (fixed attribute sets) doing one action each; `clips` clips per video."""
+    if people is None:
+        people = rng.integers(0, 2, (40, A))
+    who = rng.integers(0, len(people), n_videos)
+    act = rng.integers(0, ACTIONS, n_videos)
+    rows = np.repeat(np.arange(n_videos), clips)
+    return who[rows], act[rows], people[who[rows]], (start + rows).astype(str), people
+
+
+def features(kind: str, rng, who, act, attrs, people):
+    n = len(who)
+    noise = rng.normal(0, 0.3, (n, 16))
+    if kind == "exact":  # attributes, identity and action all readable
+        ident = np.eye(len(people))[who] * 2
+        return np.concatenate([attrs * 2, np.eye(ACTIONS)[act] * 2, ident, noise], axis=1)
+    if kind == "action_only":  # anonymized: only the action survives
+        return np.concatenate([np.eye(ACTIONS)[act] * 2, noise], axis=1)
+    return rng.normal(0, 1, (n, 24))
+
+
+def splits(kind: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    who, act, attrs, vid, people = make_split(rng, 240, 2)
+    who2, act2, attrs2, vid2, _ = make_split(rng, 120, 2, start=1000, people=people)
+    train = Split(features(kind, rng, who, act, attrs, people), act, attrs, who, vid)
+    test = Split(features(kind, rng, who2, act2, attrs2, people), act2, attrs2, who2, vid2)
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return evaluate_split(*splits("exact"), num_actions=ACTIONS, epochs=30, n_boot=100)
+
+
+@pytest.fixture(scope="module")
+def anonymized():
+    return evaluate_split(*splits("action_only"), num_actions=ACTIONS, epochs=30, n_boot=100)
+
+
+def test_exact_features_leak_everything(exact):
+    f = exact.figures
+    assert f["privacy"]["worst"]["cmap"]["value"] > 0.97
+    assert f["utility"]["video_top1"]["value"] > 0.95
+    assert f["reid"]["rank1"]["value"] > 0.9 and f["reid"]["ratio_to_chance"] > 5
+    for fig in (f["privacy"]["worst"]["cmap"], f["utility"]["video_top1"], f["reid"]["rank1"]):
+        assert fig["low"] <= fig["value"] <= fig["high"]
+    assert set(f["privacy"]["attackers"]) == {"linear", "mlp", "knn"}
+    assert len(f["privacy"]["per_attribute_ap"]) == A
+
+
+def test_anonymized_features_sit_at_the_chance_floor(anonymized, exact):
+    from anon_core.metrics import chance_cmap
+
+    f = anonymized.figures
+    chance = chance_cmap(anonymized.test.attributes)
+    assert abs(f["privacy"]["worst"]["cmap"]["value"] - chance) < 0.08
+    assert f["privacy"]["worst"]["cmap"]["low"] < chance + 0.05  # the CI reaches down to chance
+    assert f["utility"]["video_top1"]["value"] > 0.95  # the action survives
+    assert f["reid"]["ratio_to_chance"] < 3
+    leak = paired_leakage(anonymized, exact, n_boot=100)
+    assert abs(leak["value"]) < 0.15 and leak["low"] <= leak["value"] <= leak["high"]
+    same = paired_leakage(exact, exact, n_boot=50)
+    assert same["value"] == pytest.approx(1.0)
+
+
+def test_random_features_give_chance_everywhere():
+    ev = evaluate_split(*splits("random", seed=1), num_actions=ACTIONS, epochs=20, n_boot=50)
+    from anon_core.metrics import chance_cmap
+
+    f = ev.figures
+    # best over epochs on the test split is optimistic by a little: the strongest attacker counts
+    assert abs(f["privacy"]["worst"]["cmap"]["value"] - chance_cmap(ev.test.attributes)) < 0.1
+    assert f["utility"]["video_top1"]["value"] < 0.25 + 0.2
+
+
+def test_shortcut_biased_probe_shows_a_gap_that_anonymization_closes():
+    """Train where action 0 is mostly group 1 (95/5) and the action signal is weak, the group signal strong: the
+    probe takes the shortcut, so group-0 videos of action 0 (and group-1 videos of other actions) go wrong."""
+    rng = np.random.default_rng(3)
+
+    def biased(n, frac):
+        act = rng.integers(0, ACTIONS, n)
+        group = np.where(act == 0, rng.random(n) < frac, rng.random(n) > frac).astype(int)
+        return act, group
+
+    def feats(act, group, with_group: bool):
+        x = [np.eye(ACTIONS)[act] * 0.6 + rng.normal(0, 0.8, (len(act), ACTIONS))]
+        if with_group:
+            x.append(group[:, None] * 3.0 + rng.normal(0, 0.1, (len(act), 1)))
+        return np.concatenate(x, axis=1)
+
+    a_tr, g_tr = biased(1200, 0.95)
+    a_te, g_te = biased(600, 0.5)  # a balanced test split shows the gap
+    gaps = {}
+    for name, with_group in (("raw", True), ("anonymized", False)):
+        train = Split(feats(a_tr, g_tr, with_group), a_tr, np.zeros((1200, 1)), np.arange(1200), np.arange(1200).astype(str), g_tr)
+        test = Split(feats(a_te, g_te, with_group), a_te, np.zeros((600, 1)), np.arange(600), np.arange(600).astype(str), g_te)
+        gaps[name] = evaluate_bias(train, test, num_actions=ACTIONS, epochs=40, n_boot=100)
+    assert gaps["raw"]["gap"]["value"] > 0.15
+    assert gaps["anonymized"]["gap"]["value"] < gaps["raw"]["gap"]["value"] * 0.6
+    assert set(gaps["raw"]["per_group"]) == {"0", "1"}
+
+
+def test_bad_inputs_are_named():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="empty split"):
+        Split(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="action has 3 rows"):
+        Split(np.zeros((4, 3)), np.zeros(3), np.zeros((4, 2)), np.zeros(4), np.zeros(4))
+    train, test = splits("random")
+    with pytest.raises(ValueError, match="needs Split.group"):
+        evaluate_bias(train, test)
+    pixels = Split(rng.integers(0, 255, (4, 2, 8, 8, 3), dtype=np.uint8), np.zeros(4), np.zeros((4, 2)),
+                   np.zeros(4), np.zeros(4).astype(str))  # fmt: skip
+    with pytest.raises(ValueError, match="evaluate_pixels"):
+        evaluate_split(pixels, pixels)

@@ -84,7 +84,7 @@ def _train_eval(kind, xtr, ytr, xte, loss_fn, out, score_fn, *, epochs, lr, hidd
             logits = model(xte)
         score = score_fn(logits)
         history.append(score)
-        if score > best[0]:
+        if score >= best[0]:  # a tie goes to the later epoch: same ranking, better calibrated (macro-F1)
             best = (score, logits, epoch)
     return best, history
 
@@ -131,7 +131,7 @@ def knn_attacker(x_train, y_train, x_test, y_test, ks=(1, 5, 15, 45)) -> AttackR
         probs = ytr[nearest[:, :k].numpy()].mean(axis=1)  # (N_test, A)
         score = cmap(y_test, probs)
         history.append(score)
-        if score > best[0]:
+        if score >= best[0]:  # a tie goes to the later epoch: same ranking, better calibrated (macro-F1)
             best = (score, probs, k)
     return AttackResult("knn", float(best[0]), macro_f1(y_test, best[1]), best[1], f"k={best[2]}", history)
 

@@ -241,8 +241,11 @@ def evaluate_bias(
     # video level: average each video's clip probabilities, one prediction per video
     probs, first = video_means(probe.probs, test.video)
     labels, groups = test.action[first], test.group[first]
-    expected = sorted(np.unique(groups).tolist())
-    rep = bias_gap(probs, labels, groups, expected_groups=expected)
+    expected = sorted(np.unique(np.concatenate([train.group, test.group])).tolist())
+    try:
+        rep = bias_gap(probs, labels, groups, expected_groups=expected)
+    except ValueError as e:  # e.g. a small corpus whose test split lacks a group: not measurable, say why
+        return {"gap": None, "per_group": {}, "counts": {}, "note": str(e)}
     ci = bootstrap_ci(lambda p, y, g: bias_gap(p, y, g, expected_groups=expected).gap, probs, labels, groups,
                       n_boot=n_boot, seed=seed)  # fmt: skip
     return {"gap": figure(ci), "per_group": {str(k): v for k, v in rep.per_group.items()},

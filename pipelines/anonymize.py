@@ -69,8 +69,7 @@ class AnonymizeConfig:
         return ClipSpec(self.clip_frames, self.clip_stride, self.clip_size, self.max_clips)
 
     def needs(self) -> dict[str, bool]:
-        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode,
-                "transform": self.mode in BASELINE_MODES}  # fmt: skip
+        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode}
 
 
 class PreflightError(ValueError):
@@ -230,7 +229,7 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
         kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
         stages.append(("prune", PruneClips, {"fn_constructor_kwargs": {**kwargs, "resources": res},
                                              **PruneClips.ray_args(res)}))  # fmt: skip
-    if cfg.needs()["transform"]:
+    if cfg.mode in BASELINE_MODES:
         transform = TransformClips(cfg.mode)
         stages.append((f"pixel baseline {cfg.mode}", transform, transform.ray_args()))
     if cfg.keep_pixels:

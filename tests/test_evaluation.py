@@ -106,8 +106,9 @@ def test_shortcut_biased_probe_shows_a_gap_that_anonymization_closes():
     a_te, g_te = biased(600, 0.5)  # a balanced test split shows the gap
     gaps = {}
     for name, with_group in (("raw", True), ("anonymized", False)):
-        train = Split(feats(a_tr, g_tr, with_group), a_tr, np.zeros((1200, 1)), np.arange(1200), np.arange(1200).astype(str), g_tr)
-        test = Split(feats(a_te, g_te, with_group), a_te, np.zeros((600, 1)), np.arange(600), np.arange(600).astype(str), g_te)
+        ids_tr, ids_te = np.arange(1200), np.arange(600)
+        train = Split(feats(a_tr, g_tr, with_group), a_tr, np.zeros((1200, 1)), ids_tr, ids_tr.astype(str), g_tr)
+        test = Split(feats(a_te, g_te, with_group), a_te, np.zeros((600, 1)), ids_te, ids_te.astype(str), g_te)
         gaps[name] = evaluate_bias(train, test, num_actions=ACTIONS, epochs=40, n_boot=100)
     assert gaps["raw"]["gap"]["value"] > 0.15
     assert gaps["anonymized"]["gap"]["value"] < gaps["raw"]["gap"]["value"] * 0.6

@@ -29,15 +29,15 @@ BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 class BenchmarkConfig:
     out: str = "bench_out"
     videos: int = 1000
-    bias_videos: int = 500
+    bias_videos: int = 400
     seed: int = 0
     size: int = 112
     frames: int = 32
-    encoder_epochs: int = 12
-    pruner_epochs: int = 12
+    encoder_epochs: int = 10
+    pruner_epochs: int = 8
     aam_epochs: int = 30
     batch_size: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     num_workers: int = 2
     keep_pixels: int = 56
     sweep_lambda_priv: list[float] = field(default_factory=lambda: [0.0, 3.0])
@@ -45,7 +45,7 @@ class BenchmarkConfig:
     sweep_w_b: list[float] = field(default_factory=lambda: [0.3, 3.0])
     baselines: list[str] = field(default_factory=lambda: ["blur", "down2", "down4", "blacken"])
     epochs: int = 60  # evaluation attackers and probes
-    pixel_epochs: int = 12
+    pixel_epochs: int = 8
     n_boot: int = 500
     readme: str | None = None  # a README.md to write the table into
 

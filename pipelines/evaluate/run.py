@@ -118,7 +118,7 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
                 )
         ref_bias = methods[cfg.reference]["bias"]
         for entry in methods.values():
-            if entry["bias"] and ref_bias and ref_bias["gap"]["value"] > 0:
+            if entry["bias"] and entry["bias"]["gap"] and ref_bias and ref_bias["gap"] and ref_bias["gap"]["value"] > 0:
                 entry["bias"]["reduction_vs_reference"] = 1 - entry["bias"]["gap"]["value"] / ref_bias["gap"]["value"]
             elif entry["bias"]:
                 entry["bias"]["reduction_vs_reference"] = None

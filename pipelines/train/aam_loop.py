@@ -93,7 +93,8 @@ def aam_train_func(cfg: dict) -> None:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 save_bundle(core, d, "aam_for_dim", kwargs, trained=True,
-                            extra={"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]})  # fmt: skip
+                            extra={"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"],
+                                   "metrics": metrics})  # fmt: skip
                 head_state = (head.module if hasattr(head, "module") else head).state_dict()
                 torch.save({"head": head_state, "opt": opt.state_dict(), "epoch": epoch},
                            os.path.join(d, "train_state.pt"))  # fmt: skip
@@ -112,7 +113,8 @@ def run_aam_training(cfg: AamTrainConfig):
 
     from .aam_data import aam_features
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    options = ray.data.DataContext.get_current().execution_options
+    was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
     dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
     spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
     feats = aam_features(cfg.manifest, cfg.encoder, spec, "train", cfg.max_clips, cfg.seed).materialize()  # once
@@ -128,7 +130,10 @@ def run_aam_training(cfg: AamTrainConfig):
         ),
         datasets={"train": feats},
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:  # the datasets keep their own copy; leave the caller's context as it was
+        options.preserve_order = was_ordered
     if cfg.out and result.checkpoint is not None:
         from .loop import export_bundle
 

@@ -113,16 +113,16 @@ def train_func(cfg: dict) -> None:
             sched.step()
             step += 1
             losses.append(loss.item())
+        metrics = {"epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses))}  # this worker's mean
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
                 save_bundle(core, d, cfg["builder"], cfg["kwargs"], trained=True,
-                            extra={"epoch": epoch, "step": step, "run": cfg["name"]})  # fmt: skip
+                            extra={"epoch": epoch, "step": step, "run": cfg["name"], "metrics": metrics})  # fmt: skip
                 torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step},
                            os.path.join(d, "train_state.pt"))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({"epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses))},
-                             checkpoint=checkpoint)  # fmt: skip
+            ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def run_training(cfg: TrainConfig):
@@ -134,7 +134,8 @@ def run_training(cfg: TrainConfig):
 
     from .data import labelled_clips, labelled_videos
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # same data order on a re-run
+    options = ray.data.DataContext.get_current().execution_options
+    was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
     spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
     n_videos = len(labelled_videos(cfg.manifest, "train"))
     ds = labelled_clips(cfg.manifest, spec, "train")
@@ -155,7 +156,10 @@ def run_training(cfg: TrainConfig):
         ),
         datasets={"train": ds},
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:  # the datasets keep their own copy; leave the caller's context as it was
+        options.preserve_order = was_ordered
     if cfg.out and result.checkpoint is not None:
         export_bundle(result.checkpoint, cfg.out)
     return result

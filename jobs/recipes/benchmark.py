@@ -33,8 +33,8 @@ class BenchmarkConfig:
     seed: int = 0
     size: int = 112
     frames: int = 32
-    encoder_epochs: int = 10
-    pruner_epochs: int = 8
+    encoder_epochs: int = 6
+    pruner_epochs: int = 6
     aam_epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3

@@ -32,6 +32,7 @@ class AamTrainConfig:
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     max_failures: int = 0
+    use_gpu: bool | None = None  # None: when the cluster has GPUs
     out: str | None = None  # where the final AAM bundle is copied
     clip_frames: int = 16
     clip_stride: int = 2
@@ -104,14 +105,13 @@ def aam_train_func(cfg: dict) -> None:
 
 def run_aam_training(cfg: AamTrainConfig):
     import ray.data
-    import torch
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from anon_core.models.bundle import read_bundle_config
     from anon_core.video import ClipSpec
 
     from .aam_data import aam_features
+    from .common import run_config, scaling_config
 
     options = ray.data.DataContext.get_current().execution_options
     was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
@@ -121,13 +121,8 @@ def run_aam_training(cfg: AamTrainConfig):
     trainer = TorchTrainer(
         aam_train_func,
         train_loop_config={**asdict(cfg), "dim": dim},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=torch.cuda.is_available(),
-            resources_per_worker={"CPU": cfg.cpus_per_worker},
-        ),  # fmt: skip
-        run_config=RunConfig(
-            name=cfg.name, storage_path=cfg.storage_path, failure_config=FailureConfig(max_failures=cfg.max_failures)
-        ),
+        scaling_config=scaling_config(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu),
+        run_config=run_config(cfg.name, cfg.storage_path, cfg.max_failures),
         datasets={"train": feats},
     )
     try:

@@ -54,6 +54,7 @@ class TrainConfig:
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     max_failures: int = 0
+    use_gpu: bool | None = None  # None: when the cluster has GPUs (bf16 autocast on them)
     clip_frames: int = 16
     clip_stride: int = 2
     clip_size: int = 112
@@ -75,6 +76,9 @@ def train_func(cfg: dict) -> None:
     from anon_core.models.pruner import pruner_loss
     from anon_core.models.video_vit import load_pretrained
 
+    from .common import autocast
+
+    device = ray.train.torch.get_device()
     torch.manual_seed(cfg["seed"])
     model = BUILDERS[cfg["builder"]][1](**cfg["kwargs"])
     if cfg.get("init_from"):
@@ -102,11 +106,12 @@ def train_func(cfg: dict) -> None:
         losses = []
         for b in shard.iter_torch_batches(batch_size=cfg["batch_size"], drop_last=True):
             x = normalize_clips(b["clip"], IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
-            if cfg["kind"] == "encoder":
-                loss = torch.nn.functional.cross_entropy(model(x), b["action"])
-            else:
-                out = model(x, grl_coeff=dann_coefficient(step / max(1, total)))
-                loss = pruner_loss(out, b["action"], b["attributes"], cfg["privacy_weight"])
+            with autocast(torch, device):
+                if cfg["kind"] == "encoder":
+                    loss = torch.nn.functional.cross_entropy(model(x), b["action"])
+                else:
+                    out = model(x, grl_coeff=dann_coefficient(step / max(1, total)))
+                    loss = pruner_loss(out, b["action"], b["attributes"], cfg["privacy_weight"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -127,11 +132,11 @@ def train_func(cfg: dict) -> None:
 
 def run_training(cfg: TrainConfig):
     import ray.data
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from anon_core.video import ClipSpec
 
+    from .common import run_config, scaling_config
     from .data import labelled_clips, labelled_videos
 
     options = ray.data.DataContext.get_current().execution_options
@@ -141,19 +146,12 @@ def run_training(cfg: TrainConfig):
     ds = labelled_clips(cfg.manifest, spec, "train")
     steps = max(1, n_videos // (cfg.batch_size * cfg.num_workers))  # an estimate: one clip per video at least
     loop = {**asdict(cfg), "kwargs": cfg.model_kwargs(), "steps_per_epoch": steps}
-    import torch
 
     trainer = TorchTrainer(
         train_func,
         train_loop_config=loop,
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=torch.cuda.is_available(),
-            resources_per_worker={"CPU": cfg.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=cfg.name, storage_path=cfg.storage_path, failure_config=FailureConfig(max_failures=cfg.max_failures)
-        ),
+        scaling_config=scaling_config(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu),
+        run_config=run_config(cfg.name, cfg.storage_path, cfg.max_failures),
         datasets={"train": ds},
     )
     try:

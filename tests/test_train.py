@@ -94,7 +94,19 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(sm
 
 @pytest.mark.timeout(600)
 def test_pruner_trains_with_two_workers_and_its_checkpoint_is_a_bundle(small_corpus, tmp_path):
-    metrics = run(config(small_corpus, tmp_path / "store", "pruner", kind="pruner", epochs=3))
+    """Started from imported weights (--init-from: an encoder checkpoint with another label set, as from timm or
+    VideoMAE): the backbone loads, the heads keep their own initialisation."""
+    import torch
+    from safetensors.torch import save_file
+
+    from anon_core.models.video_vit import video_vit_tiny
+
+    torch.manual_seed(1)
+    imported = {k: v.contiguous() for k, v in video_vit_tiny(num_classes=400).state_dict().items()}
+    save_file(imported, tmp_path / "imported.safetensors")
+    cfg = {**config(small_corpus, tmp_path / "store", "pruner", kind="pruner", epochs=3),
+           "init_from": str(tmp_path / "imported.safetensors")}  # fmt: skip
+    metrics = run(cfg)
     assert metrics["epoch"] == 2 and metrics["loss"] > 0
     losses = [m["loss"] for m in epoch_metrics(tmp_path / "store", "pruner")]
     assert losses[-1] < losses[0], losses  # CE + BCE: the privacy head minimizes its BCE; the GRL reverses it below

@@ -184,3 +184,12 @@ def test_checkpoints_and_the_exported_bundle_can_live_on_s3(small_corpus, s3_end
     assert resumed["epoch"] == 1 and resumed["step"] == 2 * first["step"]
     model, info = load_bundle("s3://train-bucket/models/encoder", expect_kind="encoder")
     assert info.trained and info.extra["epoch"] == 1  # the resumed run exported its final model over the first
+
+
+def test_shipped_benchmark_config_validates():
+    from jobs.config import config_errors
+    from jobs.recipes.benchmark import BenchmarkConfig
+
+    path = Path(__file__).parents[1] / "jobs" / "configs" / "benchmark_tiny.yaml"
+    assert config_errors(BenchmarkConfig, str(path)) == []
+    assert any("anonvid benchmark --config" in line for line in path.read_text().splitlines()[:4])

@@ -10,7 +10,7 @@ from . import add_command
 EXAMPLES = """examples:
   anonvid benchmark --out bench_out --readme README.md          # 1000 videos: what the README table comes from
   anonvid benchmark --out /tmp/b --videos 64 bias_videos=32 encoder_epochs=1 pruner_epochs=1 aam_epochs=2
-  anonvid benchmark --config jobs/configs/benchmark.yaml
+  anonvid benchmark --config jobs/configs/benchmark_tiny.yaml
 
 Steps: generate a corpus and a --bias-protocol corpus, train encoder / pruner / AAM on Ray Train, anonymize with
 every method, baseline and sweep point, evaluate (OUT/report/report.md, report.json, plots). Re-running resumes.

@@ -167,10 +167,13 @@ def _attacker_table(report: dict) -> str:
         for a in attackers:
             text = fmt_figure(_get(m, "privacy", "attackers", a, "cmap"))
             cells.append(f"**{text}**" if a == worst and text != NA else text)
-        rows.append([_code(name), str(m.get("input", NA)), *cells])
-    header = ["method", "input", *(ATTACKER_LABELS.get(a, a) for a in attackers)]
-    note = "Attack cMAP in percent [95% CI]; the worst case (strongest attacker) of each method in bold."
-    return _table(header, rows, "ll" + "r" * len(attackers)) + "\n\n" + note
+        pixel_top1 = fmt_figure(_get(m, "utility", "pixel_video_top1"))
+        rows.append([_code(name), str(m.get("input", NA)), *cells, pixel_top1])
+    header = ["method", "input", *(ATTACKER_LABELS.get(a, a) for a in attackers), "video model: action top-1"]
+    note = ("Attack cMAP in percent [95% CI]; the worst case (strongest attacker) of each method in bold. The last "
+            "column is the utility side of the pixel evaluation: a fresh video model trained for the action on the "
+            "anonymized pixels (video-level top-1).")  # fmt: skip
+    return _table(header, rows, "ll" + "r" * (len(attackers) + 1)) + "\n\n" + note
 
 
 def _sweep_table(report: dict) -> str:

@@ -124,7 +124,7 @@ def test_markdown_has_every_section(report, tmp_path):
     section = text.split("## Attackers")[1].split("## Sweeps")[0]
     prune = next(r for r in table_rows(section) if r[0] == "`prune`")
     assert prune[1:] == ["pixels", "50.0 [48.0, 52.0]", "51.0 [49.0, 53.0]", "48.0 [46.0, 50.0]",
-                         "**55.0 [53.0, 57.0]**"]  # fmt: skip
+                         "**55.0 [53.0, 57.0]**", "—"]  # fmt: skip (the last column: no pixel action model here)
     assert [r[0] for r in table_rows(section)][-2:] == ["`prune+aam@lambda_priv=0.25`", "`prune+aam@lambda_priv=1`"]
     sweeps = text.split("## Sweeps")[1].split("## Targets")[0]
     assert [r[2] for r in table_rows(sweeps.replace("| aam", "| `aam").replace("| prune+aam", "| `p"))] == [

@@ -138,6 +138,14 @@ def test_aam_trains_on_extracted_features_and_fits_its_encoder(small_corpus, tin
     joint = [m for m in epoch_metrics(store, "aam") if "l_t" in m]
     assert len(joint) == 4 and joint[-1]["l_t"] < joint[0]["l_t"], joint  # the utility (action) loss falls
     assert metrics["total"] == pytest.approx(100 * metrics["l_lc"] + metrics["l_t"] - metrics["l_b"], rel=1e-4)
+    assert "AAM features extracted to" in res.stdout
+    # a second run (another L_B weight, say) on the same corpus and encoder reads the Parquet features back
+    sweep_point = {**cfg, "name": "aam-wb2", "w_b": 2.0, "epochs": 2}
+    again = subprocess.run([sys.executable, "-c", AAM_RUNNER, json.dumps(sweep_point)], capture_output=True,
+                           text=True, timeout=500, cwd=Path(__file__).parents[1])  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "AAM features reused from" in again.stdout
+    assert len(list((store / "aam_features").iterdir())) == 1
     ckpt = sorted(p for p in (store / "aam").glob("checkpoint_*") if p.is_dir())[-1]
     aam, info = load_bundle(str(ckpt), expect_kind="aam")
     assert info.trained and info.extra["embed_dim"] == 192  # fits the tiny encoder: anonymize's preflight accepts it

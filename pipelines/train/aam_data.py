@@ -90,3 +90,34 @@ def aam_features(manifest: str, encoder_uri: str, spec: ClipSpec, split: str | N
         batch_size=8,
         **{k: v for k, v in res.ray_args().items() if k != "batch_size"},
     )
+
+
+def cached_aam_features(manifest: str, encoder_uri: str, spec: ClipSpec, cache_root: str, split: str = "train",
+                        max_clips: int = 8, seed: int = 0, log=print):  # fmt: skip
+    """The AAM rows, extracted once to Parquet under `cache_root`/aam_features/<key>/ and read from there by every
+    later run with the same corpus, encoder weights, clip plan and seed (the paper extracts clip features once; an
+    L_B-weight sweep or a resumed run reuses them). A `_complete.json` marker written after the files makes a
+    half-written extraction count as absent."""
+    import hashlib
+
+    import fsspec
+    import pyarrow.fs
+    import ray.data
+
+    from anon_core.models.bundle import load_bundle
+
+    _, info = load_bundle(encoder_uri, expect_kind="encoder")
+    key = json.dumps([manifest, info.model_id, [spec.num_frames, spec.stride, spec.size], split, max_clips, seed])
+    uri = f"{cache_root.rstrip('/')}/aam_features/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    fs, path = fsspec.core.url_to_fs(uri)
+    arrow_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))  # s3fs settings (endpoint, profile) apply
+    if not fs.exists(f"{path}/_complete.json"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)  # a killed extraction's partial files
+        aam_features(manifest, encoder_uri, spec, split, max_clips, seed).write_parquet(path, filesystem=arrow_fs)
+        with fs.open(f"{path}/_complete.json", "w") as f:
+            json.dump({"key": json.loads(key), "encoder": encoder_uri}, f)
+        log(f"AAM features extracted to {uri}")
+    else:
+        log(f"AAM features reused from {uri}")
+    return ray.data.read_parquet(path, filesystem=arrow_fs, file_extensions=["parquet"])

@@ -110,14 +110,15 @@ def run_aam_training(cfg: AamTrainConfig):
     from anon_core.models.bundle import read_bundle_config
     from anon_core.video import ClipSpec
 
-    from .aam_data import aam_features
+    from .aam_data import cached_aam_features
     from .common import run_config, scaling_config
 
     options = ray.data.DataContext.get_current().execution_options
     was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
     dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
     spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
-    feats = aam_features(cfg.manifest, cfg.encoder, spec, "train", cfg.max_clips, cfg.seed).materialize()  # once
+    feats = cached_aam_features(cfg.manifest, cfg.encoder, spec, cfg.storage_path, "train", cfg.max_clips,
+                                cfg.seed).materialize()  # fmt: skip
     trainer = TorchTrainer(
         aam_train_func,
         train_loop_config={**asdict(cfg), "dim": dim},

@@ -167,7 +167,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
 
     ecfg = EvaluateConfig(labels=labels, methods=methods, out=f"{out}/report", bias_labels=bias_labels,
                           epochs=cfg.epochs, pixel_epochs=cfg.pixel_epochs, n_boot=cfg.n_boot, seed=cfg.seed,
-                          command=f"anonvid benchmark --out {out} --videos {cfg.videos}")  # fmt: skip
+                          command=_command(cfg))  # fmt: skip
     report = step("4 evaluate", run_evaluation, ecfg, log=log)
     report["timings"] = {**step.times, **{f"  {k}": v for k, v in report["timings"].items()}}
     report["benchmark"] = {"config": asdict(cfg), "machine": _machine(), "date": datetime.now(UTC).date().isoformat()}
@@ -179,6 +179,14 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     if cfg.readme:
         write_readme_table(cfg.readme, report)
     return report
+
+
+def _command(cfg: BenchmarkConfig) -> str:
+    """The command that reproduces this run: the output folder plus every field that differs from its default."""
+    default = BenchmarkConfig()
+    changed = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in asdict(cfg).items()
+               if k not in ("out", "readme") and v != getattr(default, k)]  # fmt: skip
+    return " ".join(["anonvid benchmark --out", cfg.out, *changed])
 
 
 def _overlays(output: str, manifest: str, models: dict) -> dict:

@@ -5,8 +5,6 @@ step on w_lc * L_LC + w_t * L_T - w_b * L_B per batch of videos. The checkpoint 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 
@@ -46,26 +44,23 @@ def aam_train_func(cfg: dict) -> None:
 
     from anon_core.losses import aam_objective, latent_consistency
     from anon_core.models.aam import aam_for_dim
-    from anon_core.models.bundle import save_bundle
+
+    from .common import report_epoch, restore
 
     torch.manual_seed(cfg["seed"])
     kwargs = {"dim": cfg["dim"], "depth": cfg["depth"], "num_heads": cfg["num_heads"]}
     aam, head = aam_for_dim(**kwargs), torch.nn.Linear(cfg["dim"], cfg["num_actions"])
     aam, head = ray.train.torch.prepare_model(aam), ray.train.torch.prepare_model(head)
     core = aam.module if hasattr(aam, "module") else aam
+    head_core = head.module if hasattr(head, "module") else head
     params = list(aam.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"])
     start = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            from safetensors.torch import load_file
-
-            core.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
-            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
-            (head.module if hasattr(head, "module") else head).load_state_dict(state["head"])
-            opt.load_state_dict(state["opt"])
-            start = state["epoch"] + 1
+    state = restore(core)
+    if state:
+        head_core.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        start = state["epoch"] + 1
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg["epochs"]):
         parts_sum: dict[str, float] = {}
@@ -90,48 +85,20 @@ def aam_train_func(cfg: dict) -> None:
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
         metrics = {"epoch": epoch, **{k: v / max(n, 1) for k, v in parts_sum.items()}}
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                save_bundle(core, d, "aam_for_dim", kwargs, trained=True,
-                            extra={"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"],
-                                   "metrics": metrics})  # fmt: skip
-                head_state = (head.module if hasattr(head, "module") else head).state_dict()
-                torch.save({"head": head_state, "opt": opt.state_dict(), "epoch": epoch},
-                           os.path.join(d, "train_state.pt"))  # fmt: skip
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
+                     {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
 def run_aam_training(cfg: AamTrainConfig):
-    import ray.data
-    from ray.train.torch import TorchTrainer
-
     from anon_core.models.bundle import read_bundle_config
     from anon_core.video import ClipSpec
 
     from .aam_data import cached_aam_features
-    from .common import run_config, scaling_config
+    from .common import fit, ordered_data
 
-    options = ray.data.DataContext.get_current().execution_options
-    was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
-    dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
-    spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
-    feats = cached_aam_features(cfg.manifest, cfg.encoder, spec, cfg.storage_path, "train", cfg.max_clips,
-                                cfg.seed).materialize()  # fmt: skip
-    trainer = TorchTrainer(
-        aam_train_func,
-        train_loop_config={**asdict(cfg), "dim": dim},
-        scaling_config=scaling_config(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu),
-        run_config=run_config(cfg.name, cfg.storage_path, cfg.max_failures),
-        datasets={"train": feats},
-    )
-    try:
-        result = trainer.fit()
-    finally:  # the datasets keep their own copy; leave the caller's context as it was
-        options.preserve_order = was_ordered
-    if cfg.out and result.checkpoint is not None:
-        from .loop import export_bundle
-
-        export_bundle(result.checkpoint, cfg.out)
-    return result
+    with ordered_data():
+        dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
+        spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
+        feats = cached_aam_features(cfg.manifest, cfg.encoder, spec, cfg.storage_path, "train", cfg.max_clips,
+                                    cfg.seed).materialize()  # fmt: skip
+        return fit(aam_train_func, {**asdict(cfg), "dim": dim}, cfg, feats)

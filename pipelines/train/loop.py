@@ -9,8 +9,6 @@ resumes from the latest checkpoint: Ray Train V2 hands it to get_checkpoint().
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 
@@ -71,12 +69,12 @@ def train_func(cfg: dict) -> None:
     import ray.train.torch
     import torch
 
-    from anon_core.models.bundle import BUILDERS, IMAGENET_MEAN, IMAGENET_STD, normalize_clips, save_bundle
+    from anon_core.models.bundle import BUILDERS, IMAGENET_MEAN, IMAGENET_STD, normalize_clips
     from anon_core.models.grl import dann_coefficient
     from anon_core.models.pruner import pruner_loss
     from anon_core.models.video_vit import load_pretrained
 
-    from .common import autocast
+    from .common import autocast, report_epoch, restore
 
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg["seed"])
@@ -90,16 +88,11 @@ def train_func(cfg: dict) -> None:
     warmup = max(1, int(cfg["warmup_frac"] * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
     start, step = 0, 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            from safetensors.torch import load_file
-
-            core.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
-            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            start, step = state["epoch"] + 1, state["step"]
+    state = restore(core)
+    if state:
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, step = state["epoch"] + 1, state["step"]
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg["epochs"]):
         model.train()
@@ -119,57 +112,19 @@ def train_func(cfg: dict) -> None:
             step += 1
             losses.append(loss.item())
         metrics = {"epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses))}  # this worker's mean
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                save_bundle(core, d, cfg["builder"], cfg["kwargs"], trained=True,
-                            extra={"epoch": epoch, "step": step, "run": cfg["name"], "metrics": metrics})  # fmt: skip
-                torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step},
-                           os.path.join(d, "train_state.pt"))  # fmt: skip
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
-
+        report_epoch(core, cfg["builder"], cfg["kwargs"], {"epoch": epoch, "step": step, "run": cfg["name"]},
+                     {"opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step},
+                     metrics)  # fmt: skip
 
 def run_training(cfg: TrainConfig):
-    import ray.data
-    from ray.train.torch import TorchTrainer
-
     from anon_core.video import ClipSpec
 
-    from .common import run_config, scaling_config
+    from .common import fit, ordered_data
     from .data import labelled_clips, labelled_videos
 
-    options = ray.data.DataContext.get_current().execution_options
-    was_ordered, options.preserve_order = options.preserve_order, True  # same data order on a re-run
-    spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
-    n_videos = len(labelled_videos(cfg.manifest, "train"))
-    ds = labelled_clips(cfg.manifest, spec, "train")
-    steps = max(1, n_videos // (cfg.batch_size * cfg.num_workers))  # an estimate: one clip per video at least
-    loop = {**asdict(cfg), "kwargs": cfg.model_kwargs(), "steps_per_epoch": steps}
-
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config=loop,
-        scaling_config=scaling_config(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu),
-        run_config=run_config(cfg.name, cfg.storage_path, cfg.max_failures),
-        datasets={"train": ds},
-    )
-    try:
-        result = trainer.fit()
-    finally:  # the datasets keep their own copy; leave the caller's context as it was
-        options.preserve_order = was_ordered
-    if cfg.out and result.checkpoint is not None:
-        export_bundle(result.checkpoint, cfg.out)
-    return result
-
-
-def export_bundle(checkpoint, out: str) -> str:
-    """The bundle files of a Ray Train checkpoint (not its training state) to `out`: what anonymize loads."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.makedirs(path, exist_ok=True)
-    with checkpoint.as_directory() as d:
-        for name in ("model.safetensors", "config.json"):  # config last: a folder with a config is a whole bundle
-            fs.put_file(os.path.join(d, name), f"{path.rstrip('/')}/{name}")
-    return out
+    with ordered_data():
+        spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
+        n_videos = len(labelled_videos(cfg.manifest, "train"))
+        ds = labelled_clips(cfg.manifest, spec, "train")
+        steps = max(1, n_videos // (cfg.batch_size * cfg.num_workers))  # an estimate: one clip per video at least
+        return fit(train_func, {**asdict(cfg), "kwargs": cfg.model_kwargs(), "steps_per_epoch": steps}, cfg, ds)

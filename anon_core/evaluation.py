@@ -76,6 +76,15 @@ def _video_top1(probs, labels, groups):
     return video_top1_accuracy(probs, labels, groups)
 
 
+def _utility(probe, test: Split, n_boot: int, seed: int) -> dict:
+    """Clip and video top-1 of an action probe's test predictions, with CIs over test videos."""
+    return {
+        "top1": _ci(top1_accuracy, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed),
+        "video_top1": _ci(_video_top1, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed,
+                          pass_groups=True),  # fmt: skip
+    }
+
+
 def _attacker_figures(res: AttackResult, test: Split, n_boot: int, seed: int) -> dict:
     return {
         "cmap": _ci(cmap, test.attributes, res.scores, groups=test.video, n_boot=n_boot, seed=seed),
@@ -142,11 +151,7 @@ def evaluate_split(
             raise ValueError(f"evaluate_split needs (N, D) features, got {s.x.shape}; pixels go to evaluate_pixels")
     probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
                          seed=seed, epochs=epochs)  # fmt: skip
-    utility = {
-        "top1": _ci(top1_accuracy, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed),
-        "video_top1": _ci(_video_top1, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed,
-                          pass_groups=True),  # fmt: skip
-    }
+    utility = _utility(probe, test, n_boot, seed)
     pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs)
     privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
     figures = {
@@ -169,11 +174,7 @@ def evaluate_pixels(
     probe = pixel_action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions, **kw)
     pool = {"video_model": attack}
     privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
-    utility = {
-        "top1": _ci(top1_accuracy, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed),
-        "video_top1": _ci(_video_top1, probe.probs, test.action, groups=test.video, n_boot=n_boot, seed=seed,
-                          pass_groups=True),  # fmt: skip
-    }
+    utility = _utility(probe, test, n_boot, seed)
     figures = {"n_train": int(len(train.x)), "n_test": int(len(test.x)), "utility": utility, "privacy": privacy}
     return Evaluation(figures, attack.scores, test, pool)
 

@@ -117,7 +117,7 @@ def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dic
 def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     from anon_core.synthetic import ACTIONS, ATTRIBUTES, CorpusConfig, generate_corpus
     from pipelines.anonymize import connect
-    from pipelines.evaluate.run import EvalMethod, EvaluateConfig, Sweep, run_evaluation
+    from pipelines.evaluate.run import EvalMethod, EvaluateConfig, Sweep, run_evaluation, write_report
 
     out, step = cfg.out, Steps(log)
     corpus, bias = f"{out}/corpus", f"{out}/bias"
@@ -171,11 +171,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     report = step("4 evaluate", run_evaluation, ecfg, log=log)
     report["timings"] = {**step.times, **{f"  {k}": v for k, v in report["timings"].items()}}
     report["benchmark"] = {"config": asdict(cfg), "machine": _machine(), "date": datetime.now(UTC).date().isoformat()}
-    with open(f"{out}/report/report.json", "w") as fh:
-        json.dump(report, fh, indent=2, default=float)
-    from pipelines.evaluate.report import write_markdown
-
-    write_markdown(report, f"{out}/report/report.md", _plots(f"{out}/report"))
+    write_report(report, f"{out}/report")  # again, now with the benchmark's own steps and machine
     if cfg.readme:
         write_readme_table(cfg.readme, report)
     return report
@@ -195,22 +191,15 @@ def _overlays(output: str, manifest: str, models: dict) -> dict:
     from pipelines.preview import write_preview
 
     plan = preflight(AnonymizeConfig(output=output, manifest=manifest, mode="prune", encoder=models["encoder"],
-                                     pruner=models["pruner"], keep_pixels=56))  # fmt: skip
+                                     pruner=models["pruner"]))  # fmt: skip
     return write_preview(plan, 6)
 
 
-def _plots(report_dir: str) -> dict[str, str]:
-    names = {"tradeoff.png": "privacy-utility trade-off", "tradeoff_leakage.png": "trade-off (normalized leakage)",
-             "attackers.png": "every attacker"}  # fmt: skip
-    found = {v: k for k, v in names.items() if os.path.exists(f"{report_dir}/{k}")}
-    for fname in sorted(os.listdir(report_dir)):
-        if fname.startswith("pruned_tubelets_"):
-            found[f"pruned tubelets ({fname[16:-4]})"] = fname
-    return found
-
-
 def _machine() -> str:
-    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, {platform.system()}"
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {gpu}, {platform.system()}"
 
 
 def write_readme_table(readme: str, report: dict) -> None:

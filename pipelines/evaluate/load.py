@@ -46,15 +46,23 @@ def corpus_labels(labels: str, attributes: list[str] | None = None) -> tuple[pd.
     return table, list(attributes)
 
 
-def _committed_table(output: str, columns: list[str], sub: str = "features") -> pa.Table:
-    """The rows of committed videos only (a concurrent or killed run may have left uncommitted shards)."""
+def output_config(output: str) -> dict:
+    """What an anonymize output holds (its _output.json: mode, models, keep_pixels, ...)."""
     store = OutputStore(output)
-    if not store.exists(store.path("_output.json")):
+    path = store.path("_output.json")
+    if not store.exists(path):
         raise EvalInputError(f"{output} is not an anonvid output (no _output.json); give an `anonvid anonymize --out`")
-    found = store.fs.find(store.path(sub)) if store.exists(store.path(sub)) else []
+    return store.read_json(path)
+
+
+def _committed_table(output: str, columns: list[str]) -> pa.Table:
+    """The rows of committed videos only (a concurrent or killed run may have left uncommitted shards)."""
+    output_config(output)
+    store = OutputStore(output)
+    found = store.fs.find(store.path("features")) if store.exists(store.path("features")) else []
     files = [f for f in found if f.endswith(".parquet") and not f.rsplit("/", 1)[-1].startswith(".")]
     if not files:
-        raise EvalInputError(f"{output} has no {sub} shards yet: run the anonymize job on it first")
+        raise EvalInputError(f"{output} has no feature shards yet: run the anonymize job on it first")
     tables = [pq.read_table(f, columns=columns, filesystem=store.fs) for f in sorted(files)]
     table = pa.concat_tables(tables)
     done = store.committed()
@@ -102,13 +110,6 @@ def feature_splits(output: str, labels: pd.DataFrame, attributes: list[str], gro
     n = len(table)
     x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)  # (N, D)
     return _join(table, labels, x, attributes, group, output)
-
-
-def has_pixels(output: str) -> bool:
-    """Whether an anonymize output was written with --keep-pixels."""
-    store = OutputStore(output)
-    path = store.path("_output.json")
-    return bool(store.exists(path) and store.read_json(path).get("keep_pixels"))
 
 
 def pixel_splits(output: str, labels: pd.DataFrame, attributes: list[str], group: str | None = None):

@@ -20,7 +20,7 @@ from anon_core.evaluation import (
     paired_leakage,
 )
 
-from .load import corpus_labels, feature_splits, has_pixels, pixel_splits
+from .load import corpus_labels, feature_splits, output_config, pixel_splits
 
 FAMILIES = {"raw": "raw", "prune": "prune", "aam": "aam", "prune+aam": "prune+aam"}  # other modes: "baseline"
 
@@ -70,17 +70,9 @@ class EvaluateConfig:
         return errors
 
 
-def _family(output: str) -> str:
-    from ..store import OutputStore
-
-    store = OutputStore(output)
-    mode = store.read_json(store.path("_output.json")).get("mode", "")
-    return FAMILIES.get(mode, "baseline")
-
-
 def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     """Evaluate every method, write OUT/report.json, report.md and the PNG plots; returns the report."""
-    from .report import check_targets, write_markdown, write_plots
+    from .report import check_targets, write_plots
 
     t_start = time.monotonic()
     labels, attributes = corpus_labels(cfg.labels, cfg.attributes)
@@ -90,15 +82,17 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     methods, timings = {}, {}
     for m in cfg.methods:
         t0 = time.monotonic()
+        held = output_config(m.output)
         splits = feature_splits(m.output, labels, attributes)
         ev = evaluate_split(splits["train"], splits["test"], epochs=cfg.epochs, **kw)
         entry_input = "features"
-        if has_pixels(m.output):
+        if held.get("keep_pixels"):
             px = pixel_splits(m.output, labels, attributes)
             ev = merge_pixels(ev, evaluate_pixels(px["train"], px["test"], epochs=cfg.pixel_epochs, **kw))
             entry_input = "features+pixels"
         evals[m.name] = ev
-        methods[m.name] = {"family": _family(m.output), "input": entry_input, "output": m.output,
+        family = FAMILIES.get(held.get("mode", ""), "baseline")
+        methods[m.name] = {"family": family, "input": entry_input, "output": m.output,
                            "sweep": asdict(m.sweep) if m.sweep else None, **ev.figures, "bias": None}  # fmt: skip
         timings[f"evaluate {m.name}"] = time.monotonic() - t0
         w = ev.figures["privacy"]["worst"]
@@ -148,11 +142,18 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     plots.update(_copy_overlays(cfg, methods))
     timings["report and plots"] = time.monotonic() - t0
     timings["total"] = time.monotonic() - t_start
-    report["timings"] = timings
-    with open(os.path.join(cfg.out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    write_markdown(report, os.path.join(cfg.out, "report.md"), plots)
+    report["timings"], report["plots"] = timings, plots
+    write_report(report, cfg.out)
     return report
+
+
+def write_report(report: dict, out: str) -> None:
+    """OUT/report.json and OUT/report.md (linking the plots named in report["plots"])."""
+    from .report import write_markdown
+
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    write_markdown(report, os.path.join(out, "report.md"), report.get("plots"))
 
 
 def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:

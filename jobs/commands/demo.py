@@ -10,8 +10,8 @@ EXAMPLES = """examples:
   anonvid demo                      # what `make demo` runs: 48 videos, prune+aam, preview of 8
   anonvid demo --out /tmp/demo --videos 200 --mode aam
 
-The demo's models are tiny and UNTRAINED (random weights) until `anonvid train` lands: the pipeline, its output
-layout and its exactly-once commits are real; the features are not yet anonymized.
+The demo's models are tiny and UNTRAINED (random weights), so it stays quick: the pipeline, its output
+layout and its exactly-once commits are real; the features are not anonymized (train models with `anonvid train`).
 """
 
 
@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         progress=Progress("videos", args.videos),
     )
     print_summary(s)
-    print("models: tiny and UNTRAINED (random weights): the features are not anonymized until training lands")
+    print("models: tiny and UNTRAINED (random weights), so these features are not anonymized; train real ones with "
+          "`anonvid train` (or run `anonvid benchmark`)")  # fmt: skip
     return 0 if s["ok"] else 1

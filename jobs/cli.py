@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import anonymize, benchmark, demo, evaluate, probe, synth, train
+from .commands import anonymize, benchmark, demo, evaluate, probe, runs, submit, synth, train, validate_config
 
 COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "evaluate": evaluate,
-            "benchmark": benchmark, "demo": demo}
+            "benchmark": benchmark, "demo": demo, "validate-config": validate_config, "submit": submit,
+            "runs": runs}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,14 +24,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse like argparse (SystemExit on a usage error), also taking key=value overrides after the options."""
     parser = build_parser()
-    # key=value overrides may come before or after the options; argparse alone only takes them before
+    # argparse alone only takes the positional key=value words before the options
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def command_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]] | None:
+    """(job, config path, overrides) a parsed command would load, or None for a command that reads no config."""
+    job_config = getattr(args, "job_config", None)
+    return job_config(args) if job_config else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -7,6 +7,10 @@ rather than one error per run::
 
     cfg = load_config(AnonymizeConfig, "jobs/configs/anonymize.yaml", ["model.lr=3e-4", "keep_ratio=[0.9,0.7]"])
 
+String values in the file may name environment variables as `${NAME}` or `${NAME:-default}` (`$${` is a literal
+`${`), so one shipped config serves every deployment: the paths come from the environment (a Kubernetes ConfigMap
+or Secret), never from literals. An unset variable without a default is one more config error.
+
 Supported annotations: int, float, str, bool, Any, unions such as `X | None`, `Literal[...]`, `list[X]`,
 `tuple[X, ...]`, `tuple[X, Y]` and nested dataclasses. A dataclass may define `validate(self) -> list[str]` for
 checks that types cannot express (ranges, rules across fields). It runs on every dataclass whose own fields
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import re
 import reprlib
 import types
 import typing
@@ -72,6 +78,8 @@ def _load(cls: type, path: str | None, overrides: Sequence[str]) -> tuple[list[s
     raw = _read_mapping(path, errors) if path is not None else {}
     for item in overrides:  # checked even when the file is unusable: their syntax errors are independent of it
         _apply_override(raw if raw is not None else {}, item, errors)
+    if raw is not None:  # after the overrides: an override replaces a reference to an unset variable
+        raw = _expand_env(raw, "", errors)
     # An unreadable file would turn into one "missing required field" per field: noise that hides the cause.
     cfg = _convert(cls, raw, "", errors) if raw is not None else _BAD
     label = path if path is not None else "<no file>"
@@ -99,6 +107,33 @@ def _read_mapping(path: str, errors: list[str]) -> dict | None:
         errors.append(f"the top level must be a mapping of keys to values, got {_show(data)}")
         return None
     return data
+
+
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, where: str, errors: list[str]) -> Any:
+    """`${NAME}` / `${NAME:-default}` in the file's strings, from the environment of the process loading it."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, _join(where, k), errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(m: re.Match) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        errors.append(f"{where}: environment variable {name} is not set (set it, write ${{{name}:-default}}, or "
+                      f"override {where}=...)")  # fmt: skip
+        return m.group(0)
+
+    return _ENV_REF.sub(one, value)
 
 
 def _apply_override(raw: dict, item: str, errors: list[str]) -> None:

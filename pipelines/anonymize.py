@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -53,7 +54,7 @@ class AnonymizeConfig:
     clip_stride: int = 2
     clip_size: int = 112
     max_clips: int | None = None  # per video; None = every clip
-    backend: str = "decord"
+    backend: Literal["decord", "pyav"] = "decord"
     clips_per_task: int = 32
     decode_timeout_s: float = 600.0
     model: ModelResources = field(default_factory=ModelResources)
@@ -63,6 +64,41 @@ class AnonymizeConfig:
     retry_failed: bool = False
     address: str | None = None
     run_id: str | None = None
+    lease_ttl_s: float = 300.0  # the output lease expires this long after its holder's last heartbeat
+    lease_wait_s: float = 3600.0  # how long a run waits for another run of the same output to finish
+
+    def validate(self) -> list[str]:
+        """Config-level problems, all at once (preflight checks what needs the input, output and models)."""
+        errors = []
+        if self.input is None and self.manifest is None:
+            errors.append("give the videos: input (a folder or s3:// prefix; the positional argument) or manifest")
+        if self.input is not None and self.manifest is not None:
+            errors.append("give input or manifest, not both")
+        if self.mode == "raw" and not self.allow_raw:
+            errors.append(
+                "mode raw stores un-anonymized features: exactly what anonvid exists to prevent. It is meant only as "
+                "an evaluation baseline; pass --allow-raw (allow_raw: true) to confirm"
+            )
+        for kind, needed in self.needs().items():
+            if needed and not getattr(self, kind):
+                errors.append(f"mode {self.mode} needs a {kind} model: pass --{kind} PATH_OR_URI (a model bundle)")
+        if self.keep_pixels and not 8 <= self.keep_pixels <= self.clip_size:
+            errors.append(f"keep_pixels (--keep-pixels) must be 0 or lie in [8, clip_size={self.clip_size}], "
+                          f"got {self.keep_pixels}")  # fmt: skip
+        if not 0 <= self.max_failed_fraction <= 1:
+            errors.append(f"max_failed_fraction must lie in [0, 1], got {self.max_failed_fraction}")
+        try:
+            _ = self.spec
+        except ValueError as e:
+            errors.append(str(e))
+        positive = {"clips_per_task": self.clips_per_task, "rows_per_shard": self.rows_per_shard,
+                    "decode_timeout_s": self.decode_timeout_s}  # fmt: skip
+        errors += [f"{k} must be > 0, got {v}" for k, v in positive.items() if v <= 0]
+        if self.commit_interval_s < 0 or self.lease_wait_s < 0:
+            errors.append("commit_interval_s and lease_wait_s must be >= 0")
+        if self.lease_ttl_s < 10:
+            errors.append(f"lease_ttl_s must be >= 10 (the holder renews it every ttl/5), got {self.lease_ttl_s}")
+        return errors
 
     @property
     def spec(self) -> ClipSpec:
@@ -87,6 +123,7 @@ class Plan:
     run_id: str
     repaired: RepairReport
     retry: dict = field(default_factory=dict)  # --retry-failed: failed videos' commit markers, forgotten at run start
+    lease_generation: int | None = None  # set while the run holds the output lease; the sink checks it
 
     def describe(self) -> str:
         c = self.config
@@ -120,21 +157,10 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     """Everything that can fail before any work starts, failing fast with the fix in the message."""
     from anon_core.models.bundle import load_bundle
 
-    if cfg.mode not in MODES:
-        raise PreflightError(f"--mode must be one of {MODES}, got {cfg.mode!r}")
-    if cfg.mode == "raw" and not cfg.allow_raw:
-        raise PreflightError(
-            "--mode raw stores un-anonymized features: exactly what anonvid exists to prevent. It is meant only as "
-            "an evaluation baseline; pass --allow-raw to confirm"
-        )
-    if cfg.keep_pixels and not 8 <= cfg.keep_pixels <= cfg.clip_size:
-        raise PreflightError(f"--keep-pixels must lie in [8, --clip-size={cfg.clip_size}], got {cfg.keep_pixels}")
-    if not 0 <= cfg.max_failed_fraction <= 1:
-        raise PreflightError(f"--max-failed-fraction must lie in [0, 1], got {cfg.max_failed_fraction}")
-    try:
-        spec = cfg.spec
-    except ValueError as e:
-        raise PreflightError(str(e)) from None
+    problems = cfg.validate() if cfg.mode in MODES else [f"--mode must be one of {MODES}, got {cfg.mode!r}"]
+    if problems:
+        raise PreflightError("; ".join(problems))
+    spec = cfg.spec
     listing = list_input(cfg.input, cfg.manifest)
     store = OutputStore(cfg.output)
     store.check_writable()
@@ -143,9 +169,6 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     for kind, needed in cfg.needs().items():
         uri = getattr(cfg, kind)
         if not needed:
-            continue
-        if not uri:
-            errors.append(f"--mode {cfg.mode} needs a {kind} model: pass --{kind} PATH_OR_URI (a model bundle)")
             continue
         try:
             model, info = load_bundle(uri, expect_kind=kind)
@@ -188,16 +211,23 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     output_config["config_hash"] = config_hash(output_config)
     run_id = cfg.run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
-    repaired = store.repair()  # a killed earlier run may have left a shard half-committed
+    plan = Plan(cfg, listing, listing.videos, 0, models, output_config, run_id, RepairReport())
+    _plan_work(plan, store)  # read-only here (a dry run writes nothing); again under the lease before the run
+    return plan
+
+
+def _plan_work(plan: Plan, store: OutputStore) -> None:
+    """The videos to process now: every listed video without a commit marker (with --retry-failed, failed ones too).
+    Incremental runs over a growing prefix rest on this: a video's id changes with its bytes (pipelines.sources)."""
+    cfg, videos = plan.config, plan.listing.videos
     done = store.committed()
+    failed = {}
     if cfg.retry_failed and done:
         failed = {v: rec for v, rec in store.read_commits(sorted(done)).items() if rec.get("status") == "failed"}
         done -= set(failed)
-    else:
-        failed = {}
-    todo = listing.videos[~listing.videos["video_id"].isin(done)].reset_index(drop=True)
-    already = int(listing.videos["video_id"].isin(done).sum())
-    return Plan(cfg, listing, todo, already, models, output_config, run_id, repaired, failed)
+    plan.todo = videos[~videos["video_id"].isin(done)].reset_index(drop=True)
+    plan.already_done = int(videos["video_id"].isin(done).sum())
+    plan.retry = failed
 
 
 def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
@@ -243,7 +273,7 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
     if cfg.needs()["aam"]:
         stages.append(("AAM", ApplyAam, {"fn_constructor_kwargs": {"aam_uri": cfg.aam, "resources": res},
                                          **ApplyAam.ray_args(res)}))  # fmt: skip
-    sink = WriteShards(cfg.output, plan.run_id, row_fields)
+    sink = WriteShards(cfg.output, plan.run_id, row_fields, lease_generation=plan.lease_generation)
     stages.append(("write shards", sink, sink.ray_args()))
     return stages
 
@@ -294,15 +324,40 @@ def _check_gpus(cfg: AnonymizeConfig) -> None:
         )
 
 
-def run_pipeline(plan: Plan, progress=None) -> dict:
-    """Execute a preflighted plan; returns the summary (also written to OUT/_runs/<run_id>.json)."""
+def run_pipeline(plan: Plan, progress=None, log=None) -> dict:
+    """Execute a preflighted plan under the output's lease; returns the summary (also OUT/_runs/<run_id>.json)."""
+    from .lease import OutputLease
+
+    cfg = plan.config
+    log = sys.stderr if log is None else log
+    store = OutputStore(cfg.output)
+    listed_todo = len(plan.todo)
+    with OutputLease(store, plan.run_id, cfg.lease_ttl_s, cfg.lease_wait_s, log=log) as lease:
+        # Under the lease nobody else writes here: repair a killed run's leftovers, then see what is left to do
+        # (a run we waited for may have committed some of our videos).
+        plan.lease_generation = lease.generation
+        store.claim(plan.output_config)
+        plan.repaired = store.repair()
+        _plan_work(plan, store)
+        if lease.waited_s >= 1 or len(plan.todo) != listed_todo:
+            print(f"lease taken after {lease.waited_s:.0f} s; to process now: {len(plan.todo)} videos "
+                  f"({plan.already_done} already committed)", file=log)  # fmt: skip
+        started = datetime.now(UTC)
+        store.write_run(plan.run_id, {"run_id": plan.run_id, "status": "running", "started": started.isoformat(),
+                                      "output": cfg.output, "input": plan.listing.source, "mode": cfg.mode,
+                                      "videos_listed": len(plan.listing.videos),
+                                      "videos_skipped_committed": plan.already_done,
+                                      "videos_to_process": len(plan.todo), "lease_generation": lease.generation,
+                                      "host": socket.gethostname()})  # fmt: skip
+        store.forget_failed(plan.retry)
+        summary = _execute(plan, store, lease, progress, started)
+    return summary
+
+
+def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime) -> dict:
     import ray.data
 
     cfg = plan.config
-    store = OutputStore(cfg.output)
-    store.claim(plan.output_config)
-    store.forget_failed(plan.retry)
-    started = datetime.now(UTC)
     t0 = time.perf_counter()
     counts = {"ok": 0, "failed": 0}
     clips, errors_by_type, seconds = 0, {}, {}
@@ -314,6 +369,7 @@ def run_pipeline(plan: Plan, progress=None) -> dict:
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is per video, below
         try:
             for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
+                lease.check()  # a run that lost its lease stops here too, not only in the sink
                 for i, vid in enumerate(batch["video_id"]):
                     if vid in seen:
                         continue
@@ -359,10 +415,14 @@ def run_pipeline(plan: Plan, progress=None) -> dict:
         "output_config": plan.output_config,
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
+        "lease_generation": plan.lease_generation,
+        "host": socket.gethostname(),
     }
     if aborted:
         summary["aborted"] = aborted[:4000]
     summary["ok"] = not incomplete and not aborted and failed_fraction <= cfg.max_failed_fraction
+    summary["status"] = ("aborted" if aborted else "incomplete" if incomplete else
+                         "ok" if summary["ok"] else "failed")  # fmt: skip
     summary["run_record"] = store.write_run(plan.run_id, summary)
     if incomplete:
         summary["incomplete_sample"] = incomplete[:10]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 
 from . import add_command
@@ -16,6 +17,7 @@ EXAMPLES = """examples:
       --aam s3://models/aam --s3-endpoint http://127.0.0.1:9000
   anonvid anonymize --manifest videos.csv --out feats ... --dry-run     # print the plan, do nothing
   anonvid anonymize ... --preview 8                      # also write masked previews + a mask contact sheet
+  anonvid anonymize --config jobs/configs/anonymize_tiny.yaml model.batch_size=8    # a config file + overrides
 
 Re-running the same command skips committed videos; a killed run re-run finishes with every video exactly once.
 Exit code: 0 ok; 1 when more than --max-failed-fraction of the videos failed or some did not finish; 2 when the
@@ -23,37 +25,59 @@ job cannot start (the message names the fix).
 """
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value, not a path (write ./a=b for such a folder)
+# flag (argparse dest) -> config key; a flag given on the command line overrides the --config file's value
+FLAGS = {
+    "input": "input", "manifest": "manifest", "out": "output", "mode": "mode", "keep_pixels": "keep_pixels",
+    "allow_raw": "allow_raw", "encoder": "encoder", "pruner": "pruner", "aam": "aam", "keep_ratio": "keep_ratio",
+    "lambda_priv": "lambda_priv", "clip_frames": "clip_frames", "clip_stride": "clip_stride",
+    "clip_size": "clip_size", "max_clips": "max_clips", "backend": "backend", "clips_per_task": "clips_per_task",
+    "decode_timeout": "decode_timeout_s", "batch_size": "model.batch_size", "actors": "model.max_actors",
+    "cpus_per_actor": "model.cpus_per_actor", "gpus_per_actor": "model.gpus_per_actor",
+    "rows_per_shard": "rows_per_shard", "commit_interval": "commit_interval_s",
+    "max_failed_fraction": "max_failed_fraction", "retry_failed": "retry_failed", "address": "address",
+    "run_id": "run_id", "lease_wait": "lease_wait_s", "lease_ttl": "lease_ttl_s",
+}  # fmt: skip
+
+
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "anonymize a video archive into Parquet feature shards", EXAMPLES)
     p.add_argument("input", nargs="?", help="folder or fsspec prefix (s3://bucket/videos/) of videos")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields, e.g. model.batch_size=32")
+    p.add_argument("--config", help="YAML with the fields of pipelines.anonymize.AnonymizeConfig (jobs/configs/)")
     p.add_argument("--manifest", help="Parquet/CSV with a `uri` column (other columns are kept as labels)")
-    p.add_argument("--out", required=True, help="output folder or fsspec prefix")
-    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam", "raw", "blur", "down2",
-                                                           "down4", "blacken"],
-                   help="blur/down2/down4/blacken: the papers' pixel baselines, for comparison")  # fmt: skip
-    p.add_argument("--keep-pixels", type=int, default=0, metavar="SIZE",
+    p.add_argument("--out", help="output folder or fsspec prefix (config: output)")
+    p.add_argument("--mode", choices=["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken"],
+                   help="default prune+aam; blur/down2/down4/blacken: the papers' pixel baselines, for comparison")
+    p.add_argument("--keep-pixels", type=int, metavar="SIZE",
                    help="also store each clip's anonymized pixels at SIZE px, 8 frames (for `anonvid evaluate`)")
-    p.add_argument("--allow-raw", action="store_true", help="confirm --mode raw (un-anonymized; evaluation only)")
+    p.add_argument("--allow-raw", action="store_true", default=None,
+                   help="confirm --mode raw (un-anonymized; evaluation only)")
     p.add_argument("--encoder", help="frozen encoder model bundle (path or URI)")
     p.add_argument("--pruner", help="tubelet pruner model bundle (modes prune, prune+aam)")
     p.add_argument("--aam", help="anonymizing adapter model bundle (modes aam, prune+aam)")
     p.add_argument("--keep-ratio", type=float, help="override the pruner's keep ratio at every pruning block")
     p.add_argument("--lambda-priv", type=float, help="override the pruner's lambda_priv")
-    p.add_argument("--clip-frames", type=int, default=16)
-    p.add_argument("--clip-stride", type=int, default=2)
-    p.add_argument("--clip-size", type=int, default=112)
+    p.add_argument("--clip-frames", type=int, help="default 16")
+    p.add_argument("--clip-stride", type=int, help="default 2")
+    p.add_argument("--clip-size", type=int, help="default 112")
     p.add_argument("--max-clips", type=int, help="at most this many clips per video, spread over it")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
-    p.add_argument("--clips-per-task", type=int, default=32, help="decode work per task (segment length in clips)")
-    p.add_argument("--decode-timeout", type=float, default=600.0, help="seconds before a segment's decode is abandoned")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per model forward pass")
-    p.add_argument("--actors", type=int, default=1, help="most actors per model stage (autoscaled from 1)")
-    p.add_argument("--cpus-per-actor", type=float, default=0.5)
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="e.g. 0.25: four actors share one GPU")
-    p.add_argument("--rows-per-shard", type=int, default=16384, help="about this many clip rows per Parquet file")
-    p.add_argument("--commit-interval", type=float, default=30.0, help="seconds finished videos may wait to be written")
-    p.add_argument("--max-failed-fraction", type=float, default=0.05)
-    p.add_argument("--retry-failed", action="store_true", help="process videos that failed in earlier runs again")
+    p.add_argument("--backend", choices=["decord", "pyav"], help="default decord")
+    p.add_argument("--clips-per-task", type=int, help="decode work per task (segment length in clips; default 32)")
+    p.add_argument("--decode-timeout", type=float, help="seconds before a segment's decode is abandoned (600)")
+    p.add_argument("--batch-size", type=int, help="clips per model forward pass (default 16)")
+    p.add_argument("--actors", type=int, help="most actors per model stage, autoscaled from 1 (default 1)")
+    p.add_argument("--cpus-per-actor", type=float, help="default 0.5")
+    p.add_argument("--gpus-per-actor", type=float, help="e.g. 0.25: four actors share one GPU (default 0)")
+    p.add_argument("--rows-per-shard", type=int, help="about this many clip rows per Parquet file (16384)")
+    p.add_argument("--commit-interval", type=float, help="seconds finished videos may wait to be written (30)")
+    p.add_argument("--max-failed-fraction", type=float, help="default 0.05")
+    p.add_argument("--retry-failed", action="store_true", default=None,
+                   help="process videos that failed in earlier runs again")
+    p.add_argument("--lease-wait", type=float,
+                   help="seconds to wait while another run holds the output's lease (default 3600)")
+    p.add_argument("--lease-ttl", type=float, help="the lease expires this long after a dead holder's last "
+                   "heartbeat (default 300)")  # fmt: skip
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL / AWS config)")
     p.add_argument("--aws-profile", help="credentials profile from ~/.aws (else AWS_PROFILE / the default chain)")
@@ -61,45 +85,23 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preview", type=int, default=0, metavar="N", help="write previews of N videos")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, job_config=job_config)
+
+
+def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
+    """The config this command reads: --config, then the flags given, then key=value overrides."""
+    if args.input is not None and OVERRIDE.match(args.input):  # argparse fills the optional positional first
+        args.overrides, args.input = [args.input, *args.overrides], None
+    given = {key: getattr(args, dest) for dest, key in FLAGS.items() if getattr(args, dest) is not None}
+    flags = [f"{key}={json.dumps(value)}" for key, value in given.items()]
+    return "anonymize", args.config, [*flags, *args.overrides]
 
 
 def config_from_args(args: argparse.Namespace):
-    from pipelines.anonymize import AnonymizeConfig
-    from pipelines.stages.workers import ModelResources
+    """The checked AnonymizeConfig (raises jobs.config.ConfigError listing every problem)."""
+    from ..jobconfigs import load_job_config
 
-    return AnonymizeConfig(
-        output=args.out,
-        input=args.input,
-        manifest=args.manifest,
-        mode=args.mode,
-        allow_raw=args.allow_raw,
-        keep_pixels=args.keep_pixels,
-        encoder=args.encoder,
-        pruner=args.pruner,
-        aam=args.aam,
-        keep_ratio=args.keep_ratio,
-        lambda_priv=args.lambda_priv,
-        clip_frames=args.clip_frames,
-        clip_stride=args.clip_stride,
-        clip_size=args.clip_size,
-        max_clips=args.max_clips,
-        backend=args.backend,
-        clips_per_task=args.clips_per_task,
-        decode_timeout_s=args.decode_timeout,
-        model=ModelResources(
-            batch_size=args.batch_size,
-            max_actors=args.actors,
-            cpus_per_actor=args.cpus_per_actor,
-            gpus_per_actor=args.gpus_per_actor,
-        ),
-        rows_per_shard=args.rows_per_shard,
-        commit_interval_s=args.commit_interval,
-        max_failed_fraction=args.max_failed_fraction,
-        retry_failed=args.retry_failed,
-        address=args.address,
-        run_id=args.run_id,
-    )
+    return load_job_config(*job_config(args))
 
 
 def print_summary(s: dict, out=None) -> None:
@@ -140,12 +142,15 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.sources import InputError
     from pipelines.store import OutputError
 
+    from ..jobconfigs import load_or_report
     from ..recipes.anonymize import run_anonymize, s3_endpoint
     from ._progress import Progress
 
     s3_endpoint(args.s3_endpoint, args.aws_profile)
+    cfg = load_or_report("anonvid anonymize", *job_config(args))
+    if cfg is None:
+        return 2
     try:
-        cfg = config_from_args(args)
         # with --json, stdout carries only the summary: Ray's and the plan's messages go to stderr
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))

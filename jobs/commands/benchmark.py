@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 
 from . import add_command
 
@@ -25,23 +25,22 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--videos", type=int, help="corpus size (default 1000)")
     p.add_argument("--readme", help="write the result table into this README (between the benchmark markers)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, job_config=job_config)
+
+
+def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
+    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "videos", "readme") if getattr(args, k) is not None]
+    return "benchmark", args.config, [*flags, *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.anonymize import connect
 
-    from ..config import ConfigError, load_config
-    from ..recipes.benchmark import BenchmarkConfig, run_benchmark
+    from ..jobconfigs import load_or_report
+    from ..recipes.benchmark import run_benchmark
 
-    overrides = list(args.overrides)
-    for key in ("out", "videos", "readme"):
-        if getattr(args, key) is not None:
-            overrides.append(f"{key}={getattr(args, key)}")
-    try:
-        cfg = load_config(BenchmarkConfig, args.config, overrides)
-    except ConfigError as e:
-        print(f"anonvid benchmark: {e}", file=sys.stderr)
+    cfg = load_or_report("anonvid benchmark", *job_config(args))
+    if cfg is None:
         return 2
     connect(args.address)
     report = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 
@@ -35,7 +36,21 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", help="report folder")
     p.add_argument("--epochs", type=int, help="attacker and probe epochs (best epoch counts; default 60)")
     p.add_argument("--seed", type=int)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, job_config=job_config)
+
+
+SCALAR_FLAGS = ("labels", "out", "reference", "bias_labels", "bias_group", "epochs", "seed")
+
+
+def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
+    """For checking and `anonvid submit`: a --config file plus scalar flags and overrides. --method, --sweep and
+    --bias build the method list on the command line, which only `anonvid evaluate` itself merges."""
+    from ..config import ConfigError
+
+    if args.method or args.sweep or args.bias:
+        raise ConfigError(["--method/--sweep/--bias: write the methods into a --config file to check or submit it"])
+    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in SCALAR_FLAGS if getattr(args, k) is not None]
+    return "evaluate", args.config, [*flags, *args.overrides]
 
 
 def _pairs(items: list[str], flag: str, errors: list[str]) -> dict[str, str]:

@@ -24,29 +24,36 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--config", help="YAML config (jobs/configs/train_*.yaml)")
     p.add_argument("--init-from", help="encoder/pruner: start from these timm or VideoMAE weights")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, job_config=job_config)
+
+
+def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
+    overrides = list(args.overrides)
+    if args.init_from:
+        if args.kind == "aam":
+            from ..config import ConfigError
+
+            raise ConfigError(["--init-from is for the encoder and the pruner; the AAM starts as the identity"])
+        overrides.append(f"init_from={json.dumps(args.init_from)}")
+    return f"train {args.kind}", args.config, overrides
 
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.anonymize import connect
 
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError
+    from ..jobconfigs import load_or_report
 
-    overrides = list(args.overrides)
     if args.kind == "aam":
-        from pipelines.train.aam_loop import AamTrainConfig as cls
         from pipelines.train.aam_loop import run_aam_training as train
     else:
-        from pipelines.train.loop import TrainConfig as cls
         from pipelines.train.loop import run_training as train
-
-        overrides.append(f"kind={args.kind}")
-        if args.init_from:
-            overrides.append(f"init_from={args.init_from}")
     try:
-        cfg = load_config(cls, args.config, overrides)
+        cfg = load_or_report(f"anonvid train {args.kind}", *job_config(args))
     except ConfigError as e:
         print(f"anonvid train {args.kind}: {e}", file=sys.stderr)
+        return 2
+    if cfg is None:
         return 2
     connect(args.address)
     result = train(cfg)

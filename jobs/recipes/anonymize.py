@@ -34,7 +34,7 @@ def run_anonymize(
     if dry_run:
         return {"dry_run": True, "run_id": plan.run_id, "videos_listed": len(plan.listing.videos),
                 "videos_to_process": len(plan.todo), "videos_skipped_committed": plan.already_done}  # fmt: skip
-    summary = run_pipeline(plan, progress)  # 3
+    summary = run_pipeline(plan, progress, log=log)  # 3 (under the output lease)
     if preview:  # 4
         from pipelines.preview import write_preview
 

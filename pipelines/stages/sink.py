@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from ..lease import lease_check
 from ..store import OutputStore
 from .rows import unpack
 
@@ -31,6 +32,7 @@ class WriteShards:
     run_id: str
     row_fields: dict = field(default_factory=dict)  # mode, model ids, config_hash: repeated on every row
     storage_options: dict | None = None
+    lease_generation: int | None = None  # the run's output lease: checked before every commit (pipelines.lease)
 
     def ray_args(self) -> dict:
         return {"num_cpus": 0.25, "batch_size": None}  # I/O bound; whole gathered groups are one shard each
@@ -58,6 +60,8 @@ class WriteShards:
             }
             for vid, p in videos
         ]
+        if self.lease_generation is not None:
+            lease_check(self.output, self.lease_generation, self.storage_options)
         store.write_shard(stem, features, errors, commits)
         for _, p in videos:
             p["seconds"]["t_write"] = (time.perf_counter() - t0) / len(videos)

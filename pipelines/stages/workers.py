@@ -29,6 +29,18 @@ class ModelResources:
     cpus_per_actor: float = 0.5  # CPU-only hosts: raise it (and torch's threads follow) on big machines
     gpus_per_actor: float = 0.0
 
+    def validate(self) -> list[str]:
+        errors = []
+        if self.batch_size < 1 or self.min_actors < 1 or self.max_actors < self.min_actors:
+            errors.append(f"need batch_size >= 1 and 1 <= min_actors <= max_actors, got {self.batch_size}, "
+                          f"{self.min_actors}, {self.max_actors}")  # fmt: skip
+        if self.cpus_per_actor <= 0 and self.gpus_per_actor <= 0:
+            errors.append("an actor needs cpus_per_actor > 0 or gpus_per_actor > 0")
+        if self.cpus_per_actor < 0 or not 0 <= self.gpus_per_actor <= 1:
+            errors.append(f"cpus_per_actor must be >= 0 and gpus_per_actor in [0, 1] (a fraction of one GPU), got "
+                          f"{self.cpus_per_actor}, {self.gpus_per_actor}")  # fmt: skip
+        return errors
+
     def ray_args(self) -> dict:
         import ray.data
 

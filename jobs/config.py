@@ -133,7 +133,14 @@ def _expand_env(value: Any, where: str, errors: list[str]) -> Any:
                       f"override {where}=...)")  # fmt: skip
         return m.group(0)
 
-    return _ENV_REF.sub(one, value)
+    whole = _ENV_REF.fullmatch(value) is not None and value != "$${"
+    text = _ENV_REF.sub(one, value)
+    if whole and text != value:  # `epochs: ${EPOCHS}` is a number, `init_from: ${X:-null}` is null, as if written
+        try:
+            return yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            return text
+    return text
 
 
 def _apply_override(raw: dict, item: str, errors: list[str]) -> None:

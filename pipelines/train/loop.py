@@ -25,7 +25,7 @@ class TrainConfig:
     out: str | None = None  # where the final bundle is copied (a path or fsspec URI)
 
     def model_kwargs(self) -> dict:
-        kwargs = {"num_classes": self.num_classes}
+        kwargs = {"num_classes": self.num_classes, "img_size": self.clip_size, "num_frames": self.clip_frames}
         if self.kind == "pruner":
             kwargs["num_privacy_classes"] = self.num_privacy_classes
         if self.depth is not None:
@@ -40,6 +40,14 @@ class TrainConfig:
             errors.append("epochs, batch_size and num_workers must be >= 1")
         if not 0 <= self.warmup_frac < 1:
             errors.append(f"warmup_frac must lie in [0, 1), got {self.warmup_frac}")
+        from anon_core.models.bundle import BUILDERS
+
+        fits = sorted(b for b, (k, _) in BUILDERS.items() if k == self.kind)
+        if BUILDERS.get(self.builder, ("",))[0] != self.kind:
+            errors.append(f"builder {self.builder!r} does not build a {self.kind}: one of {', '.join(fits)}")
+        if self.clip_size % 16 or self.clip_frames % 2:
+            errors.append(f"clips of {self.clip_frames} frames at {self.clip_size}px do not tile into 2x16x16 "
+                          "tubelets: use an even clip_frames and a clip_size that is a multiple of 16")  # fmt: skip
         return errors
     init_from: str | None = None
     epochs: int = 2

@@ -81,7 +81,9 @@ class AnonymizeConfig:
             )
         for kind, needed in self.needs().items():
             if needed and not getattr(self, kind):
-                errors.append(f"mode {self.mode} needs a {kind} model: pass --{kind} PATH_OR_URI (a model bundle)")
+                article = "an" if kind[0] in "ae" else "a"
+                errors.append(f"mode {self.mode} needs {article} {kind} model: pass --{kind} PATH_OR_URI (a model "
+                              "bundle)")  # fmt: skip
         if self.keep_pixels and not 8 <= self.keep_pixels <= self.clip_size:
             errors.append(f"keep_pixels (--keep-pixels) must be 0 or lie in [8, clip_size={self.clip_size}], "
                           f"got {self.keep_pixels}")  # fmt: skip

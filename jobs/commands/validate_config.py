@@ -8,6 +8,7 @@ import sys
 import fsspec
 
 from . import add_command
+from .anonymize import OVERRIDE
 
 EXAMPLES = """examples:
   anonvid validate-config jobs/configs/*.yaml
@@ -34,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..jobconfigs import job_config_errors, job_from_filename, job_from_header, job_names
 
     overrides = list(args.overrides)
-    files = [f for f in args.files if "=" not in f or "://" in f or f.endswith((".yaml", ".yml"))]
-    overrides += [f for f in args.files if f not in files]  # trailing key=value words
+    files = [f for f in args.files if not OVERRIDE.match(f)]
+    overrides += [f for f in args.files if OVERRIDE.match(f)]  # trailing key=value words
     if args.job and args.job not in job_names():
         print(f"anonvid validate-config: --job must be one of {', '.join(job_names())}", file=sys.stderr)
         return 2

@@ -18,11 +18,15 @@ class TrainConfig:
     manifest: str
     storage_path: str
     name: str
-    builder: str = "video_vit_tiny"  # a name in anon_core.models.bundle.BUILDERS
+    builder: str | None = None  # a name in anon_core.models.bundle.BUILDERS; None: video_vit_tiny / pruner_tiny
     num_classes: int = 8
     num_privacy_classes: int = 5  # pruner only
     depth: int | None = None  # None: the builder's
     out: str | None = None  # where the final bundle is copied (a path or fsspec URI)
+
+    def __post_init__(self) -> None:
+        if self.builder is None:
+            self.builder = "pruner_tiny" if self.kind == "pruner" else "video_vit_tiny"
 
     def model_kwargs(self) -> dict:
         kwargs = {"num_classes": self.num_classes, "img_size": self.clip_size, "num_frames": self.clip_frames}

@@ -76,6 +76,7 @@ class OutputLease:
     def acquire(self) -> None:
         t0 = time.monotonic()
         said = False
+        self._stop, self._lost = threading.Event(), None  # a fresh start: this instance may have held it before
         while True:
             cur = self.current()
             if cur is None or self.is_free(cur[1]):
@@ -88,7 +89,9 @@ class OutputLease:
                         continue
                     self.waited_s = time.monotonic() - t0
                     self._clean_up(gen)
-                    self._thread = threading.Thread(target=self._heartbeat, name="anonvid-lease", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._heartbeat, args=(self._stop,), name="anonvid-lease", daemon=True
+                    )
                     self._thread.start()
                     return
                 continue  # another run created it first: look at its record
@@ -182,8 +185,8 @@ class OutputLease:
                 except FileNotFoundError:
                     pass
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 5):
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl_s / 5):
             try:
                 if not self._still_mine():
                     self._lost = f"run {self.owner} lost the lease of {self.store.uri}: it stops writing"

@@ -86,7 +86,7 @@ class OutputStore:
         path = self.path(sub)
         self.fs.invalidate_cache(path)  # Ray workers and other runs write here: a cached listing is stale
         try:
-            return sorted(os.path.basename(p) for p in self.fs.ls(path, detail=False))
+            return sorted(os.path.basename(p) for p in self.fs.ls(path, detail=False, refresh=True))
         except FileNotFoundError:
             return []
 

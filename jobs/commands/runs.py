@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(shown, indent=2, default=str))
         return 0
-    print(f"{args.output}: {len(records)} runs" + (f"; run {holder} holds the lease now" if holder else ""))
+    count = f"{len(records)} run{'' if len(records) == 1 else 's'}"
+    print(f"{args.output}: {count}" + (f"; run {holder} holds the lease now" if holder else ""))
     if not shown:
         return 0
     header = ("run", "started", "status", "ok", "failed", "skipped", "unfinished", "clips", "seconds", "videos/s")

@@ -120,10 +120,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _client(address: str, prog: str):
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError as e:  # reached, but the cluster wants a token (Ray 2.60 `ray start` turns that on)
+        print(f"{prog}: the Ray dashboard at {address} refused the request ({str(e).splitlines()[0]}): set "
+              "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or in a file: RAY_AUTH_TOKEN_PATH, "
+              "default ~/.ray/auth_token)", file=sys.stderr)  # fmt: skip
+        return None
     except Exception as e:  # ConnectionError, or a RuntimeError wrapping it
         print(f"{prog}: cannot reach the Ray dashboard at {address} ({type(e).__name__}: {str(e).splitlines()[0]}); "
               "give --address http://HEAD:8265 (or RAY_ADDRESS), e.g. after `kubectl port-forward "

@@ -72,6 +72,20 @@ class OutputLease:
     def is_free(record: dict, now: float | None = None) -> bool:
         return bool(record.get("released")) or float(record.get("expires", 0)) < (now or time.time())
 
+    @staticmethod
+    def holder_is_gone(record: dict) -> bool:
+        """True when the holder certainly died: it ran on this machine, in this process namespace, and its process
+        is gone (or its pid now belongs to a younger process). A killed local run's lease is then free at once
+        instead of after the ttl. Anything less certain (another host or container, no /proc) says False: the ttl
+        decides."""
+        me = _process_identity(os.getpid())
+        if not me or record.get("host") != me["host"] or record.get("pidns") != me["pidns"]:
+            return False
+        if "pid_start" not in record:
+            return False
+        alive = _process_identity(int(record.get("pid", -1)))
+        return alive is None or alive["pid_start"] != record["pid_start"]
+
     # -- taking and giving back ------------------------------------------------------------------------------------
     def acquire(self) -> None:
         t0 = time.monotonic()
@@ -79,7 +93,11 @@ class OutputLease:
         self._stop, self._lost = threading.Event(), None  # a fresh start: this instance may have held it before
         while True:
             cur = self.current()
-            if cur is None or self.is_free(cur[1]):
+            gone = cur is not None and not self.is_free(cur[1]) and self.holder_is_gone(cur[1])
+            if gone and self.log:
+                print(f"run {cur[1].get('owner')} (pid {cur[1].get('pid')} on this machine) died holding the lease "
+                      f"of {self.store.uri}: taking it over", file=self.log)  # fmt: skip
+            if cur is None or self.is_free(cur[1]) or gone:
                 gen = 0 if cur is None else cur[0] + 1
                 if self._create(gen):
                     self.generation = gen
@@ -137,8 +155,9 @@ class OutputLease:
     # -- internals -------------------------------------------------------------------------------------------------
     def _record(self, released: bool = False) -> dict:
         now = time.time()
-        return {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "renewed": now,
-                "expires": now + self.ttl_s, "ttl_s": self.ttl_s, "released": released}  # fmt: skip
+        record = {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "renewed": now,
+                  "expires": now + self.ttl_s, "ttl_s": self.ttl_s, "released": released}  # fmt: skip
+        return {**record, **(_process_identity(os.getpid()) or {})}
 
     def _create(self, gen: int) -> bool:
         """Create generation `gen`'s file if nobody has: True when this process made it."""
@@ -195,6 +214,21 @@ class OutputLease:
             except Exception as e:  # a flaky store: try again at the next beat; the ttl leaves four more chances
                 if self.log:
                     print(f"lease renewal failed ({type(e).__name__}: {e}); retrying", file=self.log)
+
+
+def _process_identity(pid: int) -> dict | None:
+    """host, pid namespace and start time (clock ticks since boot) of a live process; None if it does not exist or
+    this is not Linux. Together with the pid they name one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            stat = f.read()
+        pidns = os.readlink(f"/proc/{pid}/ns/pid")
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces and parentheses
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: dead all the same
+        return None
+    return {"host": socket.gethostname(), "pidns": pidns, "pid_start": int(fields[19])}  # field 22: starttime
 
 
 def lease_check(output: str, generation: int, storage_options: dict | None = None) -> None:

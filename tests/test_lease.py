@@ -351,3 +351,35 @@ def test_clean_up_keeps_the_last_two_generations(output):
             assert held.generations() == ([i - 1, i] if i else [0])
     assert OutputLease(store, "").generations() == [3, 4]
     assert sorted(store._ls_names(LEASE)) == [_gen_name(3), _gen_name(4)]  # no temporary files left behind
+
+
+def test_a_dead_local_holder_frees_the_lease_at_once(tmp_path):
+    """A run killed on this machine (its pid gone, or a zombie) leaves its lease free without waiting for the ttl;
+    a live holder, or one on another host, still blocks until the ttl."""
+    script = (
+        "import sys, time\n"
+        "from pipelines.store import OutputStore\n"
+        "from pipelines.lease import OutputLease\n"
+        "OutputLease(OutputStore(sys.argv[1]), 'run-doomed', ttl_s=600, wait_s=0).acquire()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LeaseTimeout, match="run-doomed"):  # alive: blocks, ttl 600 s or not
+            OutputLease(OutputStore(str(out)), "run-next", ttl_s=5, wait_s=0.3, poll_s=0.05).acquire()
+        proc.kill()  # not reaped yet: a zombie is dead too
+        log = io.StringIO()
+        lease = OutputLease(OutputStore(str(out)), "run-next", ttl_s=5, wait_s=5, poll_s=0.05, log=log)
+        lease.acquire()
+        assert lease.generation == 1 and "died holding the lease" in log.getvalue()
+        lease.release()
+    finally:
+        proc.kill()
+        proc.wait()
+    # the same record from another host is not presumed dead
+    record = json.loads((out / "_lease" / f"{0:012d}.json").read_text())
+    assert OutputLease.holder_is_gone(record)
+    assert not OutputLease.holder_is_gone({**record, "host": "elsewhere"})

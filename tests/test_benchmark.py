@@ -23,7 +23,7 @@ def bench(ray_session, tmp_path_factory):
     cfg = BenchmarkConfig(
         out=str(tmp / "b"), videos=32, bias_videos=40, encoder_epochs=1, pruner_epochs=1, aam_epochs=2, epochs=5,
         pixel_epochs=1, n_boot=20, sweep_lambda_priv=[3.0], sweep_keep_ratio=[], sweep_w_b=[], baselines=["blur"],
-        readme=str(readme),
+        bias_methods=["raw", "aam"], readme=str(readme),
     )  # fmt: skip
     report = run_benchmark(cfg, log=lambda msg: None)
     return cfg, report, readme
@@ -61,7 +61,8 @@ def test_the_benchmark_writes_a_complete_report_and_the_readme_table(bench):
         for fig in figures(entry):
             assert fig["low"] - 1e-9 <= fig["value"] <= fig["high"] + 1e-9 or not np.isfinite(fig["low"]), name
     assert methods["raw"]["privacy"]["normalized_leakage"]["value"] == pytest.approx(1.0)
-    assert methods["raw"]["bias"] is not None  # the bias corpus was anonymized and probed
+    assert methods["raw"]["bias"] is not None and methods["aam"]["bias"] is not None  # the bias corpus was probed
+    assert methods["prune"].get("bias") is None  # only bias_methods run on it
     assert 0 < saved["chance"]["cmap"] < 1 and len(saved["targets"]) >= 4
     assert any(k.startswith("2 train") for k in saved["timings"])
     for png in ("tradeoff.png", "tradeoff_leakage.png", "attackers.png", "pruned_tubelets_prune.png"):

@@ -37,9 +37,15 @@ def config(corpus: Path, store: Path, name: str, kind: str = "encoder", epochs: 
     }
 
 
-def run(cfg: dict, timeout: int = 300) -> dict:
+@pytest.fixture
+def cluster_env(ray_session) -> dict:
+    """Each training runs as its own driver process, as a job does, on the session's shared Ray cluster."""
+    return {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+
+
+def run(cfg: dict, env: dict, timeout: int = 300) -> dict:
     res = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cfg)], capture_output=True, text=True,
-                         timeout=timeout, cwd=Path(__file__).parents[1])  # fmt: skip
+                         timeout=timeout, cwd=Path(__file__).parents[1], env=env)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT ") :])
@@ -63,9 +69,9 @@ def final_weights(store: Path, name: str):
 
 
 @pytest.mark.timeout(900)
-def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(small_corpus, tmp_path):
+def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(small_corpus, tmp_path, cluster_env):
     store = tmp_path / "store"
-    clean = run(config(small_corpus, store, "clean"))
+    clean = run(config(small_corpus, store, "clean"), cluster_env)
     assert clean["epoch"] == 2
     losses = [m["loss"] for m in epoch_metrics(store, "clean")]
     assert len(losses) == 3 and losses[-1] < losses[0], losses  # the encoder learns (memorizes) its tiny corpus
@@ -75,7 +81,8 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(sm
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=Path(__file__).parents[1],
-        start_new_session=True,  # the kill takes the job's local Ray with it, like a dead driver pod
+        env=cluster_env,
+        start_new_session=True,  # the driver alone dies, like a dead driver pod; Ray cleans up its job
     )
     deadline = time.time() + 300
     while time.time() < deadline and not any(p.is_dir() for p in (store / "killed").glob("checkpoint_*")):
@@ -83,7 +90,7 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(sm
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any(p.is_dir() for p in (store / "killed").glob("checkpoint_*")), "no checkpoint before the kill"
-    resumed = run(cfg)
+    resumed = run(cfg, cluster_env)
     assert resumed["epoch"] == 2
     a, info_a = final_weights(store, "clean")
     b, info_b = final_weights(store, "killed")
@@ -93,7 +100,7 @@ def test_a_killed_training_run_resumes_to_the_weights_of_an_uninterrupted_one(sm
 
 
 @pytest.mark.timeout(600)
-def test_pruner_trains_with_two_workers_and_its_checkpoint_is_a_bundle(small_corpus, tmp_path):
+def test_pruner_trains_with_two_workers_and_its_checkpoint_is_a_bundle(small_corpus, tmp_path, cluster_env):
     """Started from imported weights (--init-from: an encoder checkpoint with another label set, as from timm or
     VideoMAE): the backbone loads, the heads keep their own initialisation."""
     import torch
@@ -106,7 +113,7 @@ def test_pruner_trains_with_two_workers_and_its_checkpoint_is_a_bundle(small_cor
     save_file(imported, tmp_path / "imported.safetensors")
     cfg = {**config(small_corpus, tmp_path / "store", "pruner", kind="pruner", epochs=3),
            "init_from": str(tmp_path / "imported.safetensors")}  # fmt: skip
-    metrics = run(cfg)
+    metrics = run(cfg, cluster_env)
     assert metrics["epoch"] == 2 and metrics["loss"] > 0
     losses = [m["loss"] for m in epoch_metrics(tmp_path / "store", "pruner")]
     assert losses[-1] < losses[0], losses  # CE + BCE: the privacy head minimizes its BCE; the GRL reverses it below
@@ -123,14 +130,14 @@ print("RESULT", json.dumps(r.metrics))
 
 
 @pytest.mark.timeout(600)
-def test_aam_trains_on_extracted_features_and_fits_its_encoder(small_corpus, tiny_models, tmp_path):
+def test_aam_trains_on_extracted_features_and_fits_its_encoder(small_corpus, tiny_models, tmp_path, cluster_env):
     from anon_core.models.bundle import load_bundle
 
     store = tmp_path / "store"
     cfg = {"manifest": str(small_corpus / "labels.parquet"), "encoder": tiny_models["encoder"],
            "storage_path": str(store), "name": "aam", "epochs": 5, "batch_size": 4, "lr": 1e-3}  # fmt: skip
     res = subprocess.run([sys.executable, "-c", AAM_RUNNER, json.dumps(cfg)], capture_output=True, text=True,
-                         timeout=500, cwd=Path(__file__).parents[1])  # fmt: skip
+                         timeout=500, cwd=Path(__file__).parents[1], env=cluster_env)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
     # after the warm-start epoch the joint objective is reported part by part
@@ -142,25 +149,13 @@ def test_aam_trains_on_extracted_features_and_fits_its_encoder(small_corpus, tin
     # a second run (another L_B weight, say) on the same corpus and encoder reads the Parquet features back
     sweep_point = {**cfg, "name": "aam-wb2", "w_b": 2.0, "epochs": 2}
     again = subprocess.run([sys.executable, "-c", AAM_RUNNER, json.dumps(sweep_point)], capture_output=True,
-                           text=True, timeout=500, cwd=Path(__file__).parents[1])  # fmt: skip
+                           text=True, timeout=500, cwd=Path(__file__).parents[1], env=cluster_env)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "AAM features reused from" in again.stdout
     assert len(list((store / "aam_features").iterdir())) == 1
     ckpt = sorted(p for p in (store / "aam").glob("checkpoint_*") if p.is_dir())[-1]
     aam, info = load_bundle(str(ckpt), expect_kind="aam")
     assert info.trained and info.extra["embed_dim"] == 192  # fits the tiny encoder: anonymize's preflight accepts it
-
-
-@pytest.mark.parametrize("kind", ["encoder", "pruner", "aam"])
-def test_shipped_train_configs_validate(kind):
-    from jobs.config import config_errors
-    from pipelines.train.aam_loop import AamTrainConfig
-    from pipelines.train.loop import TrainConfig
-
-    cls, extra = (AamTrainConfig, []) if kind == "aam" else (TrainConfig, [f"kind={kind}"])
-    path = Path(__file__).parents[1] / "jobs" / "configs" / f"train_{kind}_tiny.yaml"
-    assert config_errors(cls, str(path), extra) == []
-    assert any("anonvid train" in line for line in path.read_text().splitlines()[:4])  # the header gives the command
 
 
 def test_train_cli_lists_every_config_error(capsys):
@@ -172,7 +167,7 @@ def test_train_cli_lists_every_config_error(capsys):
 
 
 @pytest.mark.timeout(600)
-def test_checkpoints_and_the_exported_bundle_can_live_on_s3(small_corpus, s3_endpoint):
+def test_checkpoints_and_the_exported_bundle_can_live_on_s3(small_corpus, s3_endpoint, cluster_env):
     """storage_path and out on an S3-compatible server (moto on 127.0.0.1): checkpoints go there through fsspec,
     a re-run resumes from them, and anonymize's bundle loader reads the exported model from the bucket."""
     import fsspec
@@ -184,20 +179,11 @@ def test_checkpoints_and_the_exported_bundle_can_live_on_s3(small_corpus, s3_end
         fs.mkdir("train-bucket")
     cfg = {**config(small_corpus, Path("unused"), "enc-s3", epochs=1), "storage_path": "s3://train-bucket/runs",
            "out": "s3://train-bucket/models/encoder"}  # fmt: skip
-    first = run(cfg)
+    first = run(cfg, cluster_env)
     assert first["epoch"] == 0
     fs.invalidate_cache()
     assert [p for p in fs.ls("train-bucket/runs/enc-s3") if "checkpoint_" in p], "no checkpoint in the bucket"
-    resumed = run({**cfg, "epochs": 2})  # the same run name: continues from the epoch-0 checkpoint
+    resumed = run({**cfg, "epochs": 2}, cluster_env)  # the same run name: continues from the epoch-0 checkpoint
     assert resumed["epoch"] == 1 and resumed["step"] == 2 * first["step"]
     model, info = load_bundle("s3://train-bucket/models/encoder", expect_kind="encoder")
     assert info.trained and info.extra["epoch"] == 1  # the resumed run exported its final model over the first
-
-
-def test_shipped_benchmark_config_validates():
-    from jobs.config import config_errors
-    from jobs.recipes.benchmark import BenchmarkConfig
-
-    path = Path(__file__).parents[1] / "jobs" / "configs" / "benchmark_tiny.yaml"
-    assert config_errors(BenchmarkConfig, str(path)) == []
-    assert any("anonvid benchmark --config" in line for line in path.read_text().splitlines()[:4])

@@ -44,6 +44,7 @@ class BenchmarkConfig:
     sweep_keep_ratio: list[float] = field(default_factory=lambda: [0.5])
     sweep_w_b: list[float] = field(default_factory=lambda: [0.3, 3.0])
     baselines: list[str] = field(default_factory=lambda: ["blur", "down2", "down4", "blacken"])
+    bias_methods: list[str] = field(default_factory=lambda: ["raw", "prune", "aam", "prune+aam"])  # on the bias corpus
     epochs: int = 60  # evaluation attackers and probes
     pixel_epochs: int = 8
     n_boot: int = 500
@@ -55,6 +56,9 @@ class BenchmarkConfig:
             errors.append("videos and bias_videos must be >= 16 (both splits need every action)")
         if min(self.encoder_epochs, self.pruner_epochs, self.aam_epochs) < 1:
             errors.append("training epochs must be >= 1")
+        unknown = sorted(set(self.bias_methods) - {"raw", "prune", "aam", "prune+aam"})
+        if unknown:
+            errors.append(f"bias_methods: {unknown} are not among raw, prune, aam, prune+aam")
         return errors
 
 
@@ -159,7 +163,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
         folder = f"{f}/{name.replace(' ', '_').replace('=', '').replace('+', '_')}"
         step(f"3 anonymize {name}", _anonymize, folder, labels, models, **kw)
         methods.append(EvalMethod(name, folder, sweep))
-        if sweep is None and kw["mode"] in ("raw", "prune", "aam", "prune+aam"):
+        if sweep is None and name in cfg.bias_methods:
             bias_folder = f"{out}/bias_features/{os.path.basename(folder)}"
             step(f"3 anonymize {name} (bias corpus)", _anonymize, bias_folder, bias_labels, models, mode=kw["mode"])
             methods[-1].bias_output = bias_folder

@@ -36,15 +36,18 @@ def long_video(tmp_path_factory):
 
 
 def _peak_rss_of_decode(path: str, backend: str, max_clips) -> dict:
-    """Decode every clip in a fresh process and report its peak RSS (ru_maxrss, KiB on Linux)."""
+    """Decode every clip in a fresh process and report its peak RSS: VmHWM of its own address space, in KiB.
+    (Not ru_maxrss: on Linux a child's ru_maxrss starts at the RSS of the parent it was forked from, so under a
+    large pytest process short and long decodes could read the same number and the test would measure nothing.)"""
     code = textwrap.dedent(f"""
-        import json, resource
+        import json
         from anon_core.video import ClipSpec, iter_clips
         spec = ClipSpec(num_frames=16, stride=2, size={SIZE}, max_clips={max_clips!r})
         n = 0
         for clip in iter_clips({path!r}, spec, {backend!r}, fallback=False):
             n += 1
-        print(json.dumps({{"clips": n, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(json.dumps({{"clips": n, "peak_kib": int(hwm.split()[1])}}))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -104,17 +104,11 @@ def job_from_filename(path: str) -> str | None:
 
 def relative_paths(job: str, cfg) -> list[str]:
     """Path fields holding relative local paths: they mean nothing in a job's own working directory on a cluster."""
-    problems = []
-    for name in JOBS[job].path_fields:
-        value = getattr(cfg, name, None)
-        if isinstance(value, str) and value and "://" not in value and not value.startswith("/"):
-            problems.append(f"{name}: {value!r} is a relative local path")
+    fields = [(name, getattr(cfg, name, None)) for name in JOBS[job].path_fields]
     for i, method in enumerate(getattr(cfg, "methods", None) or []):  # evaluate: each method's output folders
-        for name in ("output", "bias_output"):
-            value = getattr(method, name, None)
-            if isinstance(value, str) and value and "://" not in value and not value.startswith("/"):
-                problems.append(f"methods[{i}].{name}: {value!r} is a relative local path")
-    return problems
+        fields += [(f"methods[{i}].{name}", getattr(method, name, None)) for name in ("output", "bias_output")]
+    return [f"{where}: {value!r} is a relative local path" for where, value in fields
+            if isinstance(value, str) and value and "://" not in value and not value.startswith("/")]  # fmt: skip
 
 
 def command_errors(argv: Sequence[str]) -> list[str]:

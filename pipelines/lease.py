@@ -234,7 +234,7 @@ def _process_identity(pid: int) -> dict | None:
 def lease_check(output: str, generation: int, storage_options: dict | None = None) -> None:
     """The sink's fence, from any Ray worker: raise LeaseLost when a newer generation than `generation` exists."""
     store = OutputStore(output, storage_options)
-    gens = sorted(int(n[:-5]) for n in store._ls_names(LEASE) if n[:-5].isdigit())
+    gens = OutputLease(store, owner="").generations()
     if gens and gens[-1] != generation:
         raise LeaseLost(
             f"the lease of {store.uri} moved to generation {gens[-1]} (this run holds {generation}): another run took "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_command(sub, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -14,3 +15,10 @@ def add_command(sub, name: str, help: str, examples: str, description: str | Non
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def flag_overrides(args: argparse.Namespace, flags) -> list[str]:
+    """key=value overrides for the flags given on the command line (None: not given). `flags` maps an argparse dest to
+    its config key, or is a sequence of dests named like their keys. Values are written as JSON, which YAML reads."""
+    pairs = flags.items() if isinstance(flags, dict) else ((f, f) for f in flags)
+    return [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in pairs if getattr(args, dest) is not None]

@@ -8,7 +8,7 @@ import json
 import re
 import sys
 
-from . import add_command
+from . import add_command, flag_overrides
 
 EXAMPLES = """examples:
   anonvid anonymize demo_out/corpus/videos --out feats --encoder models/encoder --pruner models/pruner \\
@@ -92,9 +92,7 @@ def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
     """The config this command reads: --config, then the flags given, then key=value overrides."""
     if args.input is not None and OVERRIDE.match(args.input):  # argparse fills the optional positional first
         args.overrides, args.input = [args.input, *args.overrides], None
-    given = {key: getattr(args, dest) for dest, key in FLAGS.items() if getattr(args, dest) is not None}
-    flags = [f"{key}={json.dumps(value)}" for key, value in given.items()]
-    return "anonymize", args.config, [*flags, *args.overrides]
+    return "anonymize", args.config, [*flag_overrides(args, FLAGS), *args.overrides]
 
 
 def config_from_args(args: argparse.Namespace):

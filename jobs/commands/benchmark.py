@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from . import add_command
+from . import add_command, flag_overrides
 
 EXAMPLES = """examples:
   anonvid benchmark --out bench_out --readme README.md          # 1000 videos: what the README table comes from
@@ -29,8 +28,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
-    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "videos", "readme") if getattr(args, k) is not None]
-    return "benchmark", args.config, [*flags, *args.overrides]
+    return "benchmark", args.config, [*flag_overrides(args, ("out", "videos", "readme")), *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
-from . import add_command
+from . import add_command, flag_overrides
 
 EXAMPLES = """examples:
   anonvid evaluate --labels corpus/labels.parquet --out report \\
@@ -49,8 +48,7 @@ def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
 
     if args.method or args.sweep or args.bias:
         raise ConfigError(["--method/--sweep/--bias: write the methods into a --config file to check or submit it"])
-    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in SCALAR_FLAGS if getattr(args, k) is not None]
-    return "evaluate", args.config, [*flags, *args.overrides]
+    return "evaluate", args.config, [*flag_overrides(args, SCALAR_FLAGS), *args.overrides]
 
 
 def _pairs(items: list[str], flag: str, errors: list[str]) -> dict[str, str]:
@@ -88,9 +86,7 @@ def build_config(args: argparse.Namespace, argv: list[str] | None = None):
             errors.append(f"--bias {name}: no --method of that name (the bias output sits beside a main output)")
         else:
             methods[name].bias_output = output
-    fields = {"labels": args.labels, "out": args.out, "reference": args.reference, "bias_labels": args.bias_labels,
-              "bias_group": args.bias_group, "epochs": args.epochs, "seed": args.seed}  # fmt: skip
-    given = {k: v for k, v in fields.items() if v is not None}
+    given = {k: getattr(args, k) for k in SCALAR_FLAGS if getattr(args, k) is not None}
     for req in ("labels", "out"):
         if req not in given and not (base and getattr(base, req)):
             errors.append(f"--{req} is required (or give it in --config)")

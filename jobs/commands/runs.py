@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     holder = held[1].get("owner") if held and not OutputLease.is_free(held[1]) else None
     records = sorted(store.runs(), key=lambda r: r.get("started", ""), reverse=True)
     for r in records:
-        if r.get("status", "ok" if r.get("ok") else "failed") == "running" and r.get("run_id") != holder:
-            r["status"] = "interrupted"
         r.setdefault("status", "ok" if r.get("ok") else "failed")  # records written before statuses existed
+        if r["status"] == "running" and r.get("run_id") != holder:
+            r["status"] = "interrupted"
     shown = records[: args.limit] if args.limit else records
     if args.json:
         print(json.dumps(shown, indent=2, default=str))

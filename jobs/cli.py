@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import anonymize, benchmark, demo, evaluate, probe, runs, submit, synth, train, validate_config
+from .commands import anonymize, bench, benchmark, demo, evaluate, probe, runs, submit, synth, train, validate_config
 
 COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "evaluate": evaluate,
             "benchmark": benchmark, "demo": demo, "validate-config": validate_config, "submit": submit,
-            "runs": runs}  # fmt: skip
+            "runs": runs, "bench": bench}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,9 +42,10 @@ JOBS: dict[str, Job] = {
     "train aam": Job("pipelines.train.aam_loop:AamTrainConfig", (), ("manifest", "encoder", "storage_path", "out")),
     "evaluate": Job("pipelines.evaluate.run:EvaluateConfig", (), ("labels", "out", "bias_labels")),
     "benchmark": Job("jobs.recipes.benchmark:BenchmarkConfig", (), ("out", "readme")),
+    "bench": Job("jobs.recipes.bench:BenchConfig", (), ("out", "docs")),
 }
 _HEADER_JOB = re.compile(r"\banonvid\s+(?:submit\s+(?:--?\S+\s+(?!-)\S+\s+|--\S+\s+)*)?(anonymize|train\s+(?:encoder"
-                         r"|pruner|aam)|evaluate|benchmark)\b")  # fmt: skip
+                         r"|pruner|aam)|evaluate|benchmark|bench)\b")  # fmt: skip
 
 
 def job_names() -> list[str]:

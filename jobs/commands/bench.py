@@ -1,0 +1,50 @@
+"""`anonvid bench`: measured throughput of every stage against its limit, and of the whole pipeline (a job)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import add_command
+
+EXAMPLES = """examples:
+  anonvid bench --out bench_perf                       # this machine, CPU: decode, models, pipeline
+  anonvid bench --device cuda --out bench_gpu          # on a GPU machine (bf16 autocast, as the pipeline runs)
+  anonvid bench --tiny --out /tmp/b sections=[models]  # a smoke run of one section
+
+Prints each section's table and writes OUT/bench.json: every figure the median of repeated runs with its spread,
+each ratio measured in the same run, and the targets met or missed.
+"""
+
+
+def add_parser(sub, name: str) -> None:
+    p = add_command(sub, name, "measure the throughput of every stage and the pipeline against its limit", EXAMPLES)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override fields of BenchConfig")
+    p.add_argument("--config", help="YAML with BenchConfig fields")
+    p.add_argument("--out", help="output folder (default bench_perf)")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--tiny", action="store_true", default=None, help="small inputs, 2 repeats (a smoke run)")
+    p.add_argument("--repeats", type=int, help="runs per figure (default 5)")
+    p.set_defaults(run=run, job_config=job_config)
+
+
+def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
+    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "device", "tiny", "repeats")
+             if getattr(args, k) is not None]  # fmt: skip
+    return "bench", args.config, [*flags, *args.overrides]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..jobconfigs import load_or_report
+    from ..recipes.bench import run_bench
+
+    cfg = load_or_report("anonvid bench", *job_config(args))
+    if cfg is None:
+        return 2
+    result = run_bench(cfg, log=lambda msg: print(msg, flush=True))
+    for t in result["targets"]:
+        state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "-" if t["value"] is None else f"{t['value']:.2f}"
+        print(f"  {t['target']}: {value} (goal {t['goal']}): {state}")
+    print(f"wrote {cfg.out}/bench.json")
+    return 0

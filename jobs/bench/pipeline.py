@@ -171,7 +171,11 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, cores: int | Non
     corpus = make_corpus(work, sizes[-1])
     models = untrained_models(work / "models", 0, len(ACTIONS), len(ATTRIBUTES))  # speed does not need training
     manifests = {n: manifest(corpus, n, work) for n in sizes}
-    actors, cpus = max(1, cores // 2), 1.0
+    # the job's own defaults (one actor per model stage, half a CPU each): three model stages holding a whole CPU
+    # each would leave decode no CPU on a 2-core machine
+    from pipelines.stages.workers import ModelResources
+
+    actors, cpus = ModelResources().max_actors, ModelResources().cpus_per_actor
 
     runs: dict[int, list[float]] = {n: [] for n in sizes}
     clips: dict[int, int] = {}

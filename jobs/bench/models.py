@@ -165,10 +165,14 @@ def _shape_ops(encoder, dev: Device, batch: int) -> dict[str, tuple[Callable[[],
     for name, (a, n_out) in {"qkv": (x, 3 * d), "proj": (x, d), "fc1": (x, 4 * d), "fc2": (hidden, d)}.items():
         w, b = torch.randn(n_out, a.shape[1], device=dev.device), torch.zeros(n_out, device=dev.device)
         ops[f"linear {name} ({rows}x{a.shape[1]} @ {a.shape[1]}x{n_out})"] = (
-            lambda a=a, w=w, b=b: torch.nn.functional.linear(a, w, b), 2 * rows * a.shape[1] * n_out)
+            lambda a=a, w=w, b=b: torch.nn.functional.linear(a, w, b),
+            2 * rows * a.shape[1] * n_out,
+        )
     q = torch.randn(batch, heads, tokens, d // heads, device=dev.device)
     ops[f"attention ({batch}x{heads}x{tokens}x{d // heads})"] = (
-        lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q), 4 * batch * heads * tokens**2 * (d // heads))
+        lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q),
+        4 * batch * heads * tokens**2 * (d // heads),
+    )
     return ops
 
 
@@ -252,8 +256,9 @@ def _run(device: str, tiny: bool, repeats: int, threads: int, size: str, profile
         if model == "encoder":
             n = encoder.patch_embed.num_patches
             row["tokens"] = n
-            row["analytic_gflops_per_clip"] = analytic_vit_gflops(encoder, [n + encoder.num_cls_tokens] * len(
-                encoder.blocks))
+            row["analytic_gflops_per_clip"] = analytic_vit_gflops(
+                encoder, [n + encoder.num_cls_tokens] * len(encoder.blocks)
+            )
         elif model == "pruner":
             row["keep_ratios"] = list(pruner.keep_ratios if PRUNER_KEEPS[variant] is None else
                                       pruner._keep_ratios(PRUNER_KEEPS[variant]))  # fmt: skip
@@ -354,8 +359,10 @@ def models_table(result: dict) -> str:
     ]
     for r in result["rows"]:
         c, a = r["clips_per_s"], r["achieved_gflops"]
-        lines.append(f"| {r['model']} | {r['variant']} | {r['tokens']} | {r['gflops_per_clip']:.3g} | "
-                     f"{c['median']:.1f} | {_spread(c)} | {a['median']:.1f} | {100 * r['fraction_of_peak']:.0f}% |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['tokens']} | {r['gflops_per_clip']:.3g} | "
+            f"{c['median']:.1f} | {_spread(c)} | {a['median']:.1f} | {100 * r['fraction_of_peak']:.0f}% |"
+        )
     speedup = ", ".join(f"{v} {s:.2f}x" for v, s in result["pruning_speedup"].items())
     lines += ["", f"Pruning speed-up over dense (same rounds): {speedup}.", "",
               "| model-shaped product | GFLOP/s | spread | of peak |", "|---|---:|---:|---:|"]  # fmt: skip
@@ -368,9 +375,11 @@ def models_table(result: dict) -> str:
               "else (norms, GELU, adds, reshapes, patch embedding)."]  # fmt: skip
     off = [r for r in result["rows"] if abs(r["gflops_per_clip"] / r["analytic_gflops_per_clip"] - 1) > 0.1]
     for r in off:
-        lines.append(f"FLOPs of {r['model']} {r['variant']}: counted {r['gflops_per_clip']:.3g}, analytic "
-                     f"{r['analytic_gflops_per_clip']:.3g} GFLOP/clip (the analytic count charges a pruning block's "
-                     "MLP at the length before pruning).")
+        lines.append(
+            f"FLOPs of {r['model']} {r['variant']}: counted {r['gflops_per_clip']:.3g}, analytic "
+            f"{r['analytic_gflops_per_clip']:.3g} GFLOP/clip (the analytic count charges a pruning block's "
+            "MLP at the length before pruning)."
+        )
     for name, ops in result.get("profile", {}).items():
         lines += ["", f"Top ops of one {name} batch (self time):", "", "| op | ms | share | calls |",
                   "|---|---:|---:|---:|"]  # fmt: skip

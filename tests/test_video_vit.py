@@ -261,3 +261,39 @@ def test_not_a_state_dict_is_rejected(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(ValueError, match="not a state dict"):
         load_pretrained(_mae_model(), str(path))
+
+
+# --- our copies of timm's layers -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("old", "new"), [((14, 14), (4, 4)), ((4, 4), (14, 14)), ((7, 7), (5, 9))])
+def test_pos_embed_resampling_matches_timm(old, new):
+    from timm.layers import resample_abs_pos_embed as timm_resample
+
+    from anon_core.models.layers import resample_abs_pos_embed
+
+    pos = torch.randn(1, 1 + old[0] * old[1], 24)
+    ours = resample_abs_pos_embed(pos, list(new), list(old), num_prefix_tokens=1)
+    torch.testing.assert_close(ours, timm_resample(pos, list(new), list(old), num_prefix_tokens=1))
+
+
+def test_mlp_has_timms_keys_and_output():
+    from timm.layers import Mlp as TimmMlp
+
+    from anon_core.models.layers import Mlp
+
+    ours, theirs = Mlp(16, 40).eval(), TimmMlp(16, 40).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_loading_a_model_does_not_import_timm_or_torchvision():
+    """Every Ray actor is a new process: timm's import (torchvision, torch._dynamo) would add ~1.5 CPU-s to each."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from anon_core.models import video_vit_tiny, pruner_tiny; video_vit_tiny(), pruner_tiny(); "
+            "import pipelines.stages as s; s.PruneClips, s.EncodeClips, s.ApplyAam; "
+            "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import fsspec
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_
+from .layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
 __all__ = [

@@ -78,6 +78,7 @@ def pyav_frames(
     size_bytes (the file's size, from the probe) tells a packet cut off by the end of the file from a corrupt one.
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     if not isinstance(src, str):
         src.seek(0)
@@ -91,6 +92,9 @@ def pyav_frames(
         stream.codec_context.thread_count = max(1, num_threads)
         if not wanted:
             return
+        # one scaler for the whole video: frame.to_ndarray(width=...) builds a new one per frame, which cost more than
+        # decoding at 112p (measured 2.2x faster at 112p, 1.3-1.5x at 720p, the same pixels)
+        scaler = VideoReformatter()
         it = iter(wanted)
         target = next(it)
         index = 0
@@ -102,8 +106,8 @@ def pyav_frames(
                 for frame in packet.decode():
                     if index == target:
                         # bicubic: the swscale filter decord's resize uses, so the two backends agree on pixels
-                        img = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
-                        yield index, img
+                        rgb = scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                        yield index, rgb.to_ndarray()
                         target = next(it, None)
                         if target is None:
                             return

@@ -20,8 +20,9 @@ from typing import Any, Literal
 import fsspec
 import torch
 import torch.nn.functional as F
-from .layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_
 from torch import nn
+
+from .layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_
 
 __all__ = [
     "VideoViT",

@@ -106,7 +106,9 @@ def pyav_frames(
                 for frame in packet.decode():
                     if index == target:
                         # bicubic: the swscale filter decord's resize uses, so the two backends agree on pixels
-                        rgb = scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                        rgb = scaler.reformat(
+                            frame, width=width, height=height, format="rgb24", interpolation="BICUBIC"
+                        )
                         yield index, rgb.to_ndarray()
                         target = next(it, None)
                         if target is None:

@@ -2,8 +2,10 @@
 
 For each source (size x GOP) and in interleaved rounds: the pipeline's own decoding of every clip (the decode stage's
 `decode_segment` calls, one per `clips_per_task` segment, with the pipeline's default ClipSpec), once per backend;
-`ffmpeg -threads 1 -i FILE -f null -` (the decode limit); and PyAV decoding every frame without converting any (the
-same libavcodec loop inside this process). Ratios are taken of medians from the same rounds.
+`ffmpeg -threads 1 -i FILE -f null -` (the decode limit); the same with every stride-th frame scaled to the clip
+size in RGB24 (the decode+convert limit: the least work that yields the frames clip sampling hands on); and PyAV
+decoding every frame without converting any (the same libavcodec loop inside this process).
+Ratios are taken of medians from the same rounds.
 
 Throughput is counted three ways: clips/s, sampled frames/s (the T frames per clip), and source frames/s (frames up
 to the last sampled one, all of which the decoder has to decode at stride 2). Source frames/s is what is compared
@@ -167,9 +169,18 @@ def _decode_only(path: str, num_threads: int) -> int:
 _BENCH = re.compile(r"bench: utime=([\d.]+)s stime=([\d.]+)s rtime=([\d.]+)s")
 
 
-def _ffmpeg_null(ffmpeg: str, path: str) -> tuple[float, float]:
-    """(seconds, cpu seconds) of `ffmpeg -threads 1 -f null` decoding the file, as its -benchmark line reports them."""
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-benchmark", "-threads", "1", "-i", path, "-f", "null", "-"]
+def _ffmpeg_null(ffmpeg: str, path: str, convert: tuple[int, int] | None = None) -> tuple[float, float]:
+    """(seconds, cpu seconds) of `ffmpeg -threads 1 -f null` decoding the file, as its -benchmark line reports them.
+
+    convert=(stride, size): also keep every stride-th frame and scale it to size x size RGB24 (bicubic, one filter
+    thread): the least work that produces the frames clip sampling hands on, done by FFmpeg alone."""
+    vf = []
+    if convert:
+        stride, size = convert
+        vf = ["-filter_threads", "1", "-vf", f"select=not(mod(n\\,{stride})),scale={size}:{size}:flags=bicubic,"
+              "format=rgb24", "-fps_mode", "passthrough"]  # fmt: skip
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-benchmark", "-threads", "1", "-i", path, *vf,
+           "-f", "null", "-"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     m = _BENCH.search(out.stderr)
     if out.returncode != 0 or m is None:
@@ -215,8 +226,11 @@ def _measure_source(
     variants = {b: _with_cpu(looped(lambda b=b: _decode_clips(src.path, spec, segments, b)), cpu[b]) for b in BACKENDS}
     variants["decode_only"] = _with_cpu(looped(lambda: _decode_only(src.path, nt)), cpu["decode_only"])
     ff: list[tuple[float, float]] = []
+    ffc: list[tuple[float, float]] = []
     if ffmpeg:
         variants["ffmpeg"] = looped(lambda: ff.append(_ffmpeg_null(ffmpeg, src.path)))
+        convert = (spec.stride, spec.size)
+        variants["ffmpeg_convert"] = looped(lambda: ffc.append(_ffmpeg_null(ffmpeg, src.path, convert)))
     seconds = interleaved(variants, repeats)
 
     def per_s(work: int, name: str) -> dict:  # `work` per decode of the file; a timing holds `loops` decodes
@@ -229,9 +243,12 @@ def _measure_source(
         timings = [ff[i : i + loops] for i in range(len(ff) - repeats * loops, len(ff), loops)]  # timed rounds only
         seconds["ffmpeg"] = summary([sum(r for r, _ in t) for t in timings])  # its own decode time, not process start
         limit_cores = statistics.median(sum(c for _, c in t) for t in timings) / seconds["ffmpeg"]["median"]
+        timings = [ffc[i : i + loops] for i in range(len(ffc) - repeats * loops, len(ffc), loops)]
+        seconds["ffmpeg_convert"] = summary([sum(r for r, _ in t) for t in timings])
     else:
         limit_cores = cores("decode_only")
     limit = per_s(src.frames, "ffmpeg" if ffmpeg else "decode_only")
+    convert_limit = per_s(src.frames, "ffmpeg_convert") if ffmpeg else None
     rows = []
     for b in BACKENDS:
         fps = per_s(source_frames, b)
@@ -240,6 +257,8 @@ def _measure_source(
             "decodes_per_timing": loops, "frames_per_s": fps,
             "sampled_frames_per_s": per_s(n_clips * spec.num_frames, b), "clips_per_s": per_s(n_clips, b),
             "limit_frames_per_s": limit, "vs_limit": fps["median"] / limit["median"], "cores_used": cores(b),
+            "convert_limit_frames_per_s": convert_limit,
+            "vs_convert_limit": fps["median"] / convert_limit["median"] if convert_limit else None,
         })  # fmt: skip
     limit_entry = {
         "size": src.size, "gop": src.gop, "tool": "ffmpeg" if ffmpeg else "pyav-decode-only", "frames": src.frames,
@@ -365,13 +384,17 @@ def _fig(s: dict) -> str:
 def decode_table(result: dict) -> str:
     """Markdown: one line per (size, GOP, backend); then peak memory at 1x and Nx video length."""
     lines = [
-        "| source | GOP | backend | clips/s | sampled frames/s | source frames/s | limit frames/s | vs limit | cores |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| source | GOP | backend | clips/s | sampled frames/s | source frames/s | limit frames/s | vs limit "
+        "| decode+convert limit frames/s | vs it | cores |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
+        conv = r.get("convert_limit_frames_per_s")
+        conv_cells = f"{_fig(conv)} | {r['vs_convert_limit']:.2f}x" if conv else "- | -"
         lines.append(f"| {r['size']}p | {r['gop']} | {r['backend']} | {_fig(r['clips_per_s'])} "
                      f"| {_fig(r['sampled_frames_per_s'])} | {_fig(r['frames_per_s'])} "
-                     f"| {_fig(r['limit_frames_per_s'])} | {r['vs_limit']:.2f}x | {r['cores_used']:.2f} |")  # fmt: skip
+                     f"| {_fig(r['limit_frames_per_s'])} | {r['vs_limit']:.2f}x | {conv_cells} "
+                     f"| {r['cores_used']:.2f} |")  # fmt: skip
     m = result["memory"]
     lines += ["", f"Peak RSS decoding every clip of a {m['size']}p {m['gop']}-GOP video ({m['short_frames']} frames, "
               f"{m['short_file_mb']:.1f} MiB file) and of {m['long_frames'] / m['short_frames']:.0f}x that length "

@@ -326,11 +326,38 @@ def _check_gpus(cfg: AnonymizeConfig) -> None:
         )
 
 
+def _check_cpus(plan: Plan) -> None:
+    """Model actors hold their CPUs for the whole run. If they leave less than one task's share, the plan and decode
+    tasks are never scheduled and the run waits for ever without a word: refuse on a fixed (local) Ray, warn on a
+    cluster, where an autoscaler may still add nodes."""
+    import ray
+
+    stages = pipeline_stages(plan)
+    held = sum(kw["compute"].min_size * kw.get("num_cpus", 1) for _, _, kw in stages if kw.get("compute") is not None)
+    task = max(kw.get("num_cpus", 1) for _, _, kw in stages if kw.get("compute") is None)
+    total = ray.cluster_resources().get("CPU", 0)
+    if held + task <= total + 1e-9:
+        return
+    m = plan.config.model
+    msg = (f"the model actors hold {held:g} of the cluster's {total:g} CPUs (min_actors {m.min_actors} x "
+           f"cpus_per_actor {m.cpus_per_actor:g} per model stage), leaving less than the {task:g} CPU a decode task "
+           f"needs, so decoding would never start: lower model.cpus_per_actor (e.g. model.cpus_per_actor="
+           f"{max(0.1, (total - task) / max(held / max(m.cpus_per_actor, 1e-9), 1)):.2g}) or model.min_actors, or "
+           "add CPUs")  # fmt: skip
+    if plan.config.address or os.environ.get("RAY_ADDRESS"):
+        print(f"WARNING: {msg}; the run waits until an autoscaler adds some", file=sys.stderr)
+    else:
+        raise PreflightError(msg)
+
+
 def run_pipeline(plan: Plan, progress=None, log=None) -> dict:
     """Execute a preflighted plan under the output's lease; returns the summary (also OUT/_runs/<run_id>.json)."""
     from .lease import OutputLease
 
     cfg = plan.config
+    if len(plan.todo):  # before the lease and the run record: a run that cannot start is a config error
+        connect(cfg.address)
+        _check_cpus(plan)
     log = sys.stderr if log is None else log
     store = OutputStore(cfg.output)
     listed_todo = len(plan.todo)

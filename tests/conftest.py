@@ -104,3 +104,20 @@ def small_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     generate_corpus(root, CorpusConfig(videos=12, seed=3), workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory, ray_session) -> tuple[Path, dict]:
+    """`anonvid bench --tiny --docs ...` run once, in this process, on the shared Ray: (output folder, bench.json).
+    The bench tests read its figures; none of them asserts a timing."""
+    import json
+
+    import torch
+
+    from jobs.cli import main
+
+    out = tmp_path_factory.mktemp("bench")
+    threads = torch.get_num_threads()
+    assert main(["bench", "--tiny", "--out", str(out), "--docs", str(out / "benchmarks.md")]) == 0
+    assert torch.get_num_threads() == threads, "the bench must leave torch's thread count as it found it"
+    return out, json.loads((out / "bench.json").read_text())

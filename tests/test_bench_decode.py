@@ -6,7 +6,7 @@ import math
 import pytest
 
 from jobs.bench import decode
-from jobs.bench.decode import BACKENDS, decode_table, make_sources, run_decode
+from jobs.bench.decode import BACKENDS, decode_table, make_sources
 
 
 def _check_figure(fig: dict, repeats: int) -> None:
@@ -18,8 +18,8 @@ def _check_figure(fig: dict, repeats: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    return run_decode(tmp_path_factory.mktemp("bench"), tiny=True, repeats=2)
+def result(tiny_bench):
+    return tiny_bench[1]["decode"]  # `anonvid bench --tiny`'s decode section (tests/conftest.py)
 
 
 def test_rows_cover_both_backends_sizes_and_gops(result):

@@ -188,3 +188,13 @@ def test_cli_writes_to_the_streams_of_the_moment(tiny_models, corpus, tmp_path, 
     assert anonymize(tmp_path / "out", args) == 0
     cap = capsys.readouterr()
     assert "dry run:" in cap.out and "stages:" in cap.err
+
+
+def test_model_actors_that_would_starve_decoding_are_refused(ray_session, tiny_models, corpus, tmp_path, capfd):
+    """On the 2-CPU Ray, three model stages holding 1 CPU each leave decoding none: the run would wait for ever."""
+    args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]),
+            "--cpus-per-actor", "1"]  # fmt: skip
+    assert pipeline_helpers.anonymize(tmp_path / "out", args) == 2
+    err = capfd.readouterr().err
+    assert "hold 3 of the cluster's 2 CPUs" in err and "lower model.cpus_per_actor" in err
+    assert not (tmp_path / "out" / "_runs").exists()  # refused before the lease and the run record

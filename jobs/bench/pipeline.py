@@ -29,15 +29,24 @@ from .stats import summary
 MODE = "prune+aam"
 
 
-def make_corpus(work: Path, videos: int, seed: int = 0) -> Path:
-    """The synthetic corpus of the largest size; smaller sizes are manifests of its first videos."""
+def make_corpus(work: Path, videos: int, frames: int, seed: int = 0) -> Path:
+    """The synthetic corpus of the largest size; smaller sizes are manifests of its first videos. Best called before
+    Ray starts: it then renders in a process pool (forking once Ray's gRPC threads run can hang; then it does not)."""
+    import sys
+
     from anon_core.synthetic import CorpusConfig, generate_corpus
 
-    root = work / "corpus"
+    root = work / f"corpus_{videos}x{frames}"
+    ray_started = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    workers = 1 if ray_started else os.cpu_count() or 1
     if not (root / "labels.parquet").exists():
-        # one process: forking a pool after Ray (and its gRPC threads) started can hang
-        generate_corpus(root, CorpusConfig(videos=videos, seed=seed), workers=1)
+        generate_corpus(root, CorpusConfig(videos=videos, frames=frames, seed=seed), workers=workers)
     return root
+
+
+def corpus_sizes(tiny: bool, videos: int, frames: int) -> tuple[list[int], int]:
+    """(the 1x, 2x and 4x sizes in videos, frames per video)."""
+    return ([2, 4, 8], 64) if tiny else ([videos, 2 * videos, 4 * videos], frames)
 
 
 def manifest(corpus: Path, n: int, work: Path) -> str:
@@ -98,7 +107,8 @@ def _models_per_video(stages, clips: np.ndarray, batch_size: int) -> tuple[np.nd
 
 
 def stage_costs(manifest_path: str, models: dict, batch_size: int = 16) -> dict:
-    """CPU-seconds of each stage alone, one thread: what the pipeline must spend at least, on any number of cores."""
+    """CPU-seconds of each stage alone, one thread: what the pipeline must spend at least, on any number of cores.
+    Measured on one manifest; every stage's work is per clip, so the caller scales it to other sizes by clips."""
     from anon_core.video import ClipSpec
 
     spec, stages = ClipSpec(), _stages(models, 1, batch_size)
@@ -159,22 +169,22 @@ def fit_scaling(sizes: list[int], seconds: list[float]) -> dict:
             "overhead_share": {str(n): float(max(a, 0) / t) for n, t in zip(sizes, seconds, strict=True)}}  # fmt: skip
 
 
-def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, cores: int | None = None) -> dict:
-    """The pipeline section of `anonvid bench` (Ray must be connected: the job's start-up is not a run's cost)."""
+def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64, frames: int = 160,
+                       cores: int | None = None) -> dict:  # fmt: skip
+    """The pipeline section of `anonvid bench`. Make the corpus (make_corpus) before Ray starts, and connect Ray
+    before calling this: the job's start-up is not a run's cost, each run's own actors and tasks are."""
     from anon_core.synthetic import ACTIONS, ATTRIBUTES
     from jobs.recipes.demo import untrained_models
+    from pipelines.stages.workers import ModelResources
 
     cores = cores or os.cpu_count() or 1
-    base = 8 if tiny else 48
-    sizes = [base, 2 * base, 4 * base]
+    sizes, frames = corpus_sizes(tiny, videos, frames)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = make_corpus(work, sizes[-1])
+    corpus = make_corpus(work, sizes[-1], frames)
     models = untrained_models(work / "models", 0, len(ACTIONS), len(ATTRIBUTES))  # speed does not need training
     manifests = {n: manifest(corpus, n, work) for n in sizes}
     # the job's own defaults (one actor per model stage, half a CPU each): three model stages holding a whole CPU
     # each would leave decode no CPU on a 2-core machine
-    from pipelines.stages.workers import ModelResources
-
     actors, cpus = ModelResources().max_actors, ModelResources().cpus_per_actor
 
     runs: dict[int, list[float]] = {n: [] for n in sizes}
@@ -185,36 +195,46 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, cores: int | Non
             runs[n].append(r["seconds"])
             clips[n] = r["clips"]
     largest = sizes[-1]
-    costs = stage_costs(manifests[largest], models)
+    costs = stage_costs(manifests[sizes[0]], models)  # per-clip work, measured at 1x and scaled to the largest size
+    scale = clips[largest] / costs["clips"]
+    largest_costs = {k: v * scale for k, v in costs["seconds"].items()}
     loop = [plain_loop(manifests[largest], models, work / "loop_out", cores) for _ in range(repeats)]
     pipe = summary(runs[largest])
-    bound_s = sum(costs["seconds"].values()) / cores
+    bound_s = sum(largest_costs.values()) / cores
     return {
         "mode": MODE,
         "cores": cores,
         "sizes": sizes,
+        "frames_per_video": frames,
         "clips": {str(n): clips[n] for n in sizes},
         "pipeline_s": {str(n): summary(runs[n]) for n in sizes},
-        "stage_costs_s": costs["seconds"],
+        "stage_costs_s": largest_costs,
+        "stage_costs_measured_on_clips": costs["clips"],
         "stage_bound_s": bound_s,
         "plain_loop_s": summary(loop),
         "pipeline_vs_bound": pipe["median"] / bound_s,
         "loop_vs_pipeline": summary(loop)["median"] / pipe["median"],
         "scaling": fit_scaling(sizes, [summary(runs[n])["median"] for n in sizes]),
         "actors_per_model_stage": actors,
+        "cpus_per_actor": cpus,
     }
 
 
 def pipeline_table(r: dict) -> str:
-    rows = ["| videos | clips | pipeline s (median, spread) | clips/s |", "|---|---|---|---|"]
+    rows = ["| videos | clips | pipeline s (median, spread) | clips/s | fixed cost share |", "|---|---|---|---|---|"]
     for n in r["sizes"]:
         p = r["pipeline_s"][str(n)]
         c = r["clips"][str(n)]
-        rows.append(f"| {n} | {c} | {p['median']:.1f} ({p['spread']:.0%}) | {c / p['median']:.2f} |")
+        share = r["scaling"]["overhead_share"][str(n)]
+        rows.append(f"| {n} | {c} | {p['median']:.1f} ({p['spread']:.0%}) | {c / p['median']:.2f} | {share:.0%} |")
+    loop = r["plain_loop_s"]
+    rows.append(f"| plain loop, {r['sizes'][-1]} videos | {r['clips'][str(r['sizes'][-1])]} | {loop['median']:.1f} "
+                f"({loop['spread']:.0%}) | {r['clips'][str(r['sizes'][-1])] / loop['median']:.2f} | |")  # fmt: skip
     s = r["scaling"]
     rows += [
         "",
-        f"stage costs (1 thread, {r['sizes'][-1]} videos): "
+        f"stage costs (1 thread, {r['sizes'][-1]} videos; measured on {r['stage_costs_measured_on_clips']} clips, "
+        "scaled by clips): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in r["stage_costs_s"].items())
         + f"; bound on {r['cores']} cores {r['stage_bound_s']:.1f} s",
         f"pipeline / stage bound: {r['pipeline_vs_bound']:.2f} (target <= 1.15); plain loop / pipeline: "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 
 from . import add_command
 
 EXAMPLES = """examples:
   anonvid bench --out bench_perf                       # this machine, CPU: decode, models, pipeline
+  anonvid bench --out bench_perf --docs docs/benchmarks.md   # and put the tables in the docs (this device's section)
   anonvid bench --device cuda --out bench_gpu          # on a GPU machine (bf16 autocast, as the pipeline runs)
   anonvid bench --tiny --out /tmp/b sections=[models]  # a smoke run of one section
 
@@ -24,12 +27,13 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", help="output folder (default bench_perf)")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--tiny", action="store_true", default=None, help="small inputs, 2 repeats (a smoke run)")
-    p.add_argument("--repeats", type=int, help="runs per figure (default 5)")
+    p.add_argument("--repeats", type=int, help="runs per decode and model figure (default 5)")
+    p.add_argument("--docs", help="also write the tables into this markdown file (docs/benchmarks.md)")
     p.set_defaults(run=run, job_config=job_config)
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
-    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "device", "tiny", "repeats")
+    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "device", "tiny", "repeats", "docs")
              if getattr(args, k) is not None]  # fmt: skip
     return "bench", args.config, [*flags, *args.overrides]
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report("anonvid bench", *job_config(args))
     if cfg is None:
         return 2
-    result = run_bench(cfg, log=lambda msg: print(msg, flush=True))
+    command = " ".join(["anonvid", *map(shlex.quote, sys.argv[1:])])
+    result = run_bench(cfg, log=lambda msg: print(msg, flush=True), command=command)
     for t in result["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.2f}"

@@ -44,6 +44,7 @@ def command_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for jobs that record it
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -341,9 +341,8 @@ def _check_cpus(plan: Plan) -> None:
     m = plan.config.model
     msg = (f"the model actors hold {held:g} of the cluster's {total:g} CPUs (min_actors {m.min_actors} x "
            f"cpus_per_actor {m.cpus_per_actor:g} per model stage), leaving less than the {task:g} CPU a decode task "
-           f"needs, so decoding would never start: lower model.cpus_per_actor (e.g. model.cpus_per_actor="
-           f"{max(0.1, (total - task) / max(held / max(m.cpus_per_actor, 1e-9), 1)):.2g}) or model.min_actors, or "
-           "add CPUs")  # fmt: skip
+           f"needs, so decoding would never start: lower model.cpus_per_actor or model.min_actors until the model "
+           f"stages hold at most {total - task:g} CPUs together, or add CPUs")  # fmt: skip
     if plan.config.address or os.environ.get("RAY_ADDRESS"):
         print(f"WARNING: {msg}; the run waits until an autoscaler adds some", file=sys.stderr)
     else:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report("anonvid bench", *job_config(args))
     if cfg is None:
         return 2
-    command = " ".join(["anonvid", *map(shlex.quote, sys.argv[1:])])
+    command = " ".join(["anonvid", *map(shlex.quote, getattr(args, "argv", sys.argv[1:]))])
     result = run_bench(cfg, log=lambda msg: print(msg, flush=True), command=command)
     for t in result["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]

@@ -72,3 +72,13 @@ def test_bad_bench_configs_are_refused():
     errors = BenchConfig(sections=["decode", "gpu"], repeats=0, video_frames=8).validate()
     assert any("gpu" in e for e in errors) and any("repeats" in e for e in errors)
     assert any("video_frames" in e for e in errors)
+
+
+def test_stage_bound_spreads_cpu_work_and_serialises_the_gpu():
+    from jobs.bench.pipeline import stage_bound
+
+    costs = {"decode": 8.0, "prune": 3.0, "encode": 4.0, "aam": 1.0}
+    assert stage_bound(costs, cores=2, on_gpu=False) == 8.0  # 16 CPU-seconds over 2 cores
+    assert stage_bound(costs, cores=2, on_gpu=True) == 8.0  # decode 4 s on the cores, models 8 s on the GPU
+    assert stage_bound(costs, cores=16, on_gpu=True) == 8.0  # the GPU is the bound
+    assert stage_bound({**costs, "decode": 160.0}, cores=16, on_gpu=True) == 10.0  # decode is

@@ -2,7 +2,9 @@
 
     stage costs   each stage alone, in one process, one thread (the pipeline's own stage classes on plain dicts):
                   CPU-seconds of decode, prune, encode and AAM for the corpus
-    stage bound   those CPU-seconds spread perfectly over the cores: sum(stage costs) / cores
+    stage bound   those seconds spread perfectly over the hardware: sum(stage costs) / cores on CPU; with --device
+                  cuda the model stages run on the GPU (bf16 autocast, as the job runs them) and the bound is
+                  max(decode CPU-seconds / cores, model GPU-seconds), the three model stages sharing one GPU
     plain loop    the same work in one process without Ray: decode a video, prune, encode, AAM, write, next video
                   (torch uses every core inside each model call; nothing overlaps decode with the models)
     pipeline      `anonvid anonymize` (mode prune+aam) on a Ray already started; a fresh output each run
@@ -64,11 +66,12 @@ def _video_files(manifest_path: str) -> list[str]:
     return list(table["uri"])
 
 
-def _stages(models: dict, threads: int, batch_size: int):
+def _stages(models: dict, threads: int, batch_size: int, gpus: float = 0.0):
     from pipelines.stages import ApplyAam, EncodeClips, PruneClips
     from pipelines.stages.workers import ModelResources
 
-    res = ModelResources(batch_size=batch_size, cpus_per_actor=threads)  # the stages set torch's threads from it
+    # the stages set torch's threads from cpus_per_actor, and run on CUDA when given a GPU share
+    res = ModelResources(batch_size=batch_size, cpus_per_actor=threads, gpus_per_actor=gpus)
     return (PruneClips(models["pruner"], resources=res), EncodeClips(models["encoder"], resources=res),
             ApplyAam(models["aam"], resources=res))  # fmt: skip
 
@@ -106,12 +109,12 @@ def _models_per_video(stages, clips: np.ndarray, batch_size: int) -> tuple[np.nd
     return out, t
 
 
-def stage_costs(manifest_path: str, models: dict, batch_size: int = 16) -> dict:
+def stage_costs(manifest_path: str, models: dict, batch_size: int = 16, gpus: float = 0.0) -> dict:
     """CPU-seconds of each stage alone, one thread: what the pipeline must spend at least, on any number of cores.
     Measured on one manifest; every stage's work is per clip, so the caller scales it to other sizes by clips."""
     from anon_core.video import ClipSpec
 
-    spec, stages = ClipSpec(), _stages(models, 1, batch_size)
+    spec, stages = ClipSpec(), _stages(models, 1, batch_size, gpus)
     seconds = {"decode": 0.0, "prune": 0.0, "encode": 0.0, "aam": 0.0}
     clips_total = 0
     for path in _video_files(manifest_path):
@@ -125,11 +128,12 @@ def stage_costs(manifest_path: str, models: dict, batch_size: int = 16) -> dict:
     return {"seconds": seconds, "clips": clips_total}
 
 
-def plain_loop(manifest_path: str, models: dict, out: Path, threads: int, batch_size: int = 16) -> float:
+def plain_loop(manifest_path: str, models: dict, out: Path, threads: int, batch_size: int = 16,
+               gpus: float = 0.0) -> float:  # fmt: skip
     """The same work as the pipeline, one process, no Ray: what a user would write first. -> seconds."""
     from anon_core.video import ClipSpec
 
-    spec, stages = ClipSpec(), _stages(models, threads, batch_size)
+    spec, stages = ClipSpec(), _stages(models, threads, batch_size, gpus)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -141,7 +145,8 @@ def plain_loop(manifest_path: str, models: dict, out: Path, threads: int, batch_
     return time.perf_counter() - t0
 
 
-def pipeline_once(manifest_path: str, models: dict, out: Path, actors: int, cpus_per_actor: float) -> dict:
+def pipeline_once(manifest_path: str, models: dict, out: Path, actors: int, cpus_per_actor: float,
+                  gpus_per_actor: float = 0.0) -> dict:  # fmt: skip
     from jobs.recipes.anonymize import run_anonymize
     from pipelines.anonymize import AnonymizeConfig
     from pipelines.stages.workers import ModelResources
@@ -149,7 +154,8 @@ def pipeline_once(manifest_path: str, models: dict, out: Path, actors: int, cpus
     shutil.rmtree(out, ignore_errors=True)
     cfg = AnonymizeConfig(output=str(out), manifest=manifest_path, mode=MODE, encoder=models["encoder"],
                           pruner=models["pruner"], aam=models["aam"],
-                          model=ModelResources(max_actors=actors, cpus_per_actor=cpus_per_actor))  # fmt: skip
+                          model=ModelResources(max_actors=actors, cpus_per_actor=cpus_per_actor,
+                                               gpus_per_actor=gpus_per_actor))  # fmt: skip
     with open(os.devnull, "w") as quiet:
         t0 = time.perf_counter()
         summary_ = run_anonymize(cfg, log=quiet)
@@ -157,6 +163,14 @@ def pipeline_once(manifest_path: str, models: dict, out: Path, actors: int, cpus
     if not summary_["ok"]:
         raise RuntimeError(f"the anonymize run under test failed: {summary_.get('aborted') or summary_}")
     return {"seconds": seconds, "videos": summary_["videos_ok"], "clips": summary_["clips"]}
+
+
+def stage_bound(costs: dict[str, float], cores: int, on_gpu: bool) -> float:
+    """The least time the stages' work can take: on CPU every stage's single-thread seconds spread over the cores; with
+    the model stages on one GPU, decode on the cores and the model stages one after another on the GPU, overlapped."""
+    if not on_gpu:
+        return sum(costs.values()) / cores
+    return max(costs["decode"] / cores, sum(v for k, v in costs.items() if k != "decode"))
 
 
 def fit_scaling(sizes: list[int], seconds: list[float]) -> dict:
@@ -170,7 +184,7 @@ def fit_scaling(sizes: list[int], seconds: list[float]) -> dict:
 
 
 def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64, frames: int = 160,
-                       cores: int | None = None) -> dict:  # fmt: skip
+                       cores: int | None = None, device: str = "cpu") -> dict:  # fmt: skip
     """The pipeline section of `anonvid bench`. Make the corpus (make_corpus) before Ray starts, and connect Ray
     before calling this: the job's start-up is not a run's cost, each run's own actors and tasks are."""
     from anon_core.synthetic import ACTIONS, ATTRIBUTES
@@ -186,24 +200,27 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64
     # the job's own defaults (one actor per model stage, half a CPU each): three model stages holding a whole CPU
     # each would leave decode no CPU on a 2-core machine
     actors, cpus = ModelResources().max_actors, ModelResources().cpus_per_actor
+    gpus = 0.33 if device == "cuda" else 0.0  # the three model stages share one GPU, as a one-GPU node runs them
 
     runs: dict[int, list[float]] = {n: [] for n in sizes}
     clips: dict[int, int] = {}
     for _ in range(repeats):  # sizes interleaved round by round
         for n in sizes:
-            r = pipeline_once(manifests[n], models, work / f"out_{n}", actors, cpus)
+            r = pipeline_once(manifests[n], models, work / f"out_{n}", actors, cpus, gpus)
             runs[n].append(r["seconds"])
             clips[n] = r["clips"]
     largest = sizes[-1]
-    costs = stage_costs(manifests[sizes[0]], models)  # per-clip work, measured at 1x and scaled to the largest size
+    costs = stage_costs(manifests[sizes[0]], models, gpus=gpus)  # per-clip work, at 1x, scaled to the largest size
     scale = clips[largest] / costs["clips"]
     largest_costs = {k: v * scale for k, v in costs["seconds"].items()}
-    loop = [plain_loop(manifests[largest], models, work / "loop_out", cores) for _ in range(repeats)]
+    loop = [plain_loop(manifests[largest], models, work / "loop_out", cores, gpus=gpus) for _ in range(repeats)]
     pipe = summary(runs[largest])
-    bound_s = sum(largest_costs.values()) / cores
+    bound_s = stage_bound(largest_costs, cores, on_gpu=gpus > 0)
     return {
         "mode": MODE,
         "cores": cores,
+        "device": device,
+        "gpus_per_actor": gpus,
         "sizes": sizes,
         "frames_per_video": frames,
         "clips": {str(n): clips[n] for n in sizes},
@@ -231,12 +248,14 @@ def pipeline_table(r: dict) -> str:
     rows.append(f"| plain loop, {r['sizes'][-1]} videos | {r['clips'][str(r['sizes'][-1])]} | {loop['median']:.1f} "
                 f"({loop['spread']:.0%}) | {r['clips'][str(r['sizes'][-1])] / loop['median']:.2f} | |")  # fmt: skip
     s = r["scaling"]
+    gpu = r.get("gpus_per_actor", 0) > 0
     rows += [
         "",
-        f"stage costs (1 thread, {r['sizes'][-1]} videos; measured on {r['stage_costs_measured_on_clips']} clips, "
-        "scaled by clips): "
+        f"stage costs ({'models on the GPU, ' if gpu else ''}1 thread, {r['sizes'][-1]} videos; measured on "
+        f"{r['stage_costs_measured_on_clips']} clips, scaled by clips): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in r["stage_costs_s"].items())
-        + f"; bound on {r['cores']} cores {r['stage_bound_s']:.1f} s",
+        + f"; bound on {r['cores']} cores{' and one GPU' if gpu else ''} "
+        f"{r['stage_bound_s']:.1f} s",
         f"pipeline / stage bound: {r['pipeline_vs_bound']:.2f} (target <= 1.15); plain loop / pipeline: "
         f"{r['loop_vs_pipeline']:.2f} (target >= 1.5)",
         f"scaling: t = {s['fixed_s']:.1f} s + {s['per_video_s']:.3f} s x videos (largest deviation from linear "

@@ -124,7 +124,8 @@ def run_bench(cfg: BenchConfig, log=print, command: str = "anonvid bench") -> di
         t0 = time.perf_counter()
         prepeats = 1 if cfg.tiny else cfg.pipeline_repeats
         result["pipeline"] = run_pipeline_bench(out / "pipeline", tiny=cfg.tiny, repeats=prepeats,
-                                                videos=cfg.pipeline_videos, frames=cfg.video_frames)  # fmt: skip
+                                                videos=cfg.pipeline_videos, frames=cfg.video_frames,
+                                                device=cfg.device)  # fmt: skip
         result["timings"]["pipeline"] = time.perf_counter() - t0
         log(pipeline_table(result["pipeline"]))
     result["targets"] = targets(result)  # 4

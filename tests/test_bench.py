@@ -82,3 +82,15 @@ def test_stage_bound_spreads_cpu_work_and_serialises_the_gpu():
     assert stage_bound(costs, cores=2, on_gpu=True) == 8.0  # decode 4 s on the cores, models 8 s on the GPU
     assert stage_bound(costs, cores=16, on_gpu=True) == 8.0  # the GPU is the bound
     assert stage_bound({**costs, "decode": 160.0}, cores=16, on_gpu=True) == 10.0  # decode is
+
+
+def test_cuda_without_a_gpu_exits_2_before_measuring(tmp_path, capsys):
+    import pytest
+    import torch
+
+    from jobs.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda", "--out", str(tmp_path / "b")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "b").exists()

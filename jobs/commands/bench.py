@@ -45,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report("anonvid bench", *job_config(args))
     if cfg is None:
         return 2
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # before minutes of decode figures, not after them
+            print("anonvid bench: --device cuda, but torch sees no CUDA device here; use --device cpu", file=sys.stderr)
+            return 2
     command = " ".join(["anonvid", *map(shlex.quote, getattr(args, "argv", sys.argv[1:]))])
     result = run_bench(cfg, log=lambda msg: print(msg, flush=True), command=command)
     for t in result["targets"]:

@@ -51,6 +51,8 @@ def test_docs_section_is_written_and_replaced_not_duplicated(tiny_bench, tmp_pat
     docs = (out / "benchmarks.md").read_text()
     assert docs.count("<!-- bench:cpu:begin -->") == 1 and docs.count("<!-- bench:cpu:end -->") == 1
     assert "anonvid bench --tiny" in docs and result["date"] in docs
+    assert result["repeats"] == {"figures": 2, "pipeline": 1}  # what --tiny ran, not the config's defaults
+    assert "median of 2 runs (1 for the pipeline)" in docs
     for heading in ("#### Decode", "#### Models", "#### Pipeline and scaling", "| target |"):
         assert heading in docs
 

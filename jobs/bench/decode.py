@@ -141,7 +141,8 @@ def pipeline_settings() -> dict:
     return {"spec": cfg.spec, "clips_per_task": cfg.clips_per_task, "backend": cfg.backend, "num_threads": threads}
 
 
-def _segments(path: str, spec, clips_per_task: int) -> list[tuple[int, int]]:
+def segment_ranges(path: str, spec, clips_per_task: int) -> list[tuple[int, int]]:
+    """The plan stage's segments of a video: clip ranges [a, b) of clips_per_task clips."""
     from anon_core.video.segments import probe_clip_count
 
     n = probe_clip_count(path, spec)
@@ -207,7 +208,7 @@ def _measure_source(
     from anon_core.video import plan_clip_starts
 
     spec, nt = settings["spec"], settings["num_threads"]
-    segments = _segments(src.path, spec, settings["clips_per_task"])
+    segments = segment_ranges(src.path, spec, settings["clips_per_task"])
     starts = plan_clip_starts(src.frames, spec)
     n_clips, source_frames = len(starts), int(starts[-1]) + spec.span
     once = timed(lambda: _decode_clips(src.path, spec, segments, settings["backend"]))[0]
@@ -289,7 +290,7 @@ def _peak_rss_mb(path: str, settings: dict, backend: str) -> float:
     import anon_core
 
     spec = settings["spec"]
-    segments = _segments(path, spec, settings["clips_per_task"])
+    segments = segment_ranges(path, spec, settings["clips_per_task"])
     root = str(Path(anon_core.__file__).resolve().parents[1])  # the anon_core this process imported
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     args = [json.dumps([spec.num_frames, spec.stride, spec.size, spec.max_clips]), json.dumps(segments), backend]

@@ -77,16 +77,22 @@ def _stages(models: dict, threads: int, batch_size: int, gpus: float = 0.0):
 
 
 def _clip_batch(clips: np.ndarray) -> dict[str, np.ndarray]:
+    from pipelines.stages.rows import error_fields
+
     n = len(clips)
-    empty = np.full(n, "", dtype=object)
     return {"video_id": np.arange(n).astype(str).astype(object), "kind": np.full(n, "clip", dtype=object),
-            "error_type": empty, "error_stage": empty.copy(), "error_message": empty.copy(), "clip": clips}  # fmt: skip
+            **error_fields(n), "clip": clips}  # fmt: skip
 
 
-def _decode(path: str, spec) -> np.ndarray:
-    from anon_core.video.segments import decode_segment, probe_clip_count
+def _decode(path: str, settings: dict) -> np.ndarray:
+    """Every clip of the video, decoded as the pipeline's decode stage does (its spec, backend and segments)."""
+    from anon_core.video.segments import decode_segment
 
-    return decode_segment(path, spec, (0, probe_clip_count(path, spec)), "decord")["clip"]
+    from .decode import segment_ranges
+
+    spec, backend = settings["spec"], settings["backend"]
+    ranges = segment_ranges(path, spec, settings["clips_per_task"])
+    return np.concatenate([decode_segment(path, spec, r, backend)["clip"] for r in ranges])
 
 
 def _models_per_video(stages, clips: np.ndarray, batch_size: int) -> tuple[np.ndarray, dict]:
@@ -112,14 +118,14 @@ def _models_per_video(stages, clips: np.ndarray, batch_size: int) -> tuple[np.nd
 def stage_costs(manifest_path: str, models: dict, batch_size: int = 16, gpus: float = 0.0) -> dict:
     """CPU-seconds of each stage alone, one thread: what the pipeline must spend at least, on any number of cores.
     Measured on one manifest; every stage's work is per clip, so the caller scales it to other sizes by clips."""
-    from anon_core.video import ClipSpec
+    from .decode import pipeline_settings
 
-    spec, stages = ClipSpec(), _stages(models, 1, batch_size, gpus)
+    settings, stages = pipeline_settings(), _stages(models, 1, batch_size, gpus)
     seconds = {"decode": 0.0, "prune": 0.0, "encode": 0.0, "aam": 0.0}
     clips_total = 0
     for path in _video_files(manifest_path):
         t0 = time.perf_counter()
-        clips = _decode(path, spec)
+        clips = _decode(path, settings)
         seconds["decode"] += time.perf_counter() - t0
         clips_total += len(clips)
         _, t = _models_per_video(stages, clips, batch_size)
@@ -131,14 +137,14 @@ def stage_costs(manifest_path: str, models: dict, batch_size: int = 16, gpus: fl
 def plain_loop(manifest_path: str, models: dict, out: Path, threads: int, batch_size: int = 16,
                gpus: float = 0.0) -> float:  # fmt: skip
     """The same work as the pipeline, one process, no Ray: what a user would write first. -> seconds."""
-    from anon_core.video import ClipSpec
+    from .decode import pipeline_settings
 
-    spec, stages = ClipSpec(), _stages(models, threads, batch_size, gpus)
+    settings, stages = pipeline_settings(), _stages(models, threads, batch_size, gpus)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     for i, path in enumerate(_video_files(manifest_path)):
-        clips = _decode(path, spec)
+        clips = _decode(path, settings)
         result, _ = _models_per_video(stages, clips, batch_size)
         pq.write_table(pa.table({"video": [path], "rows": [len(clips)]}), out / f"part-{i:06d}.parquet")
         del result
@@ -213,8 +219,9 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64
     costs = stage_costs(manifests[sizes[0]], models, gpus=gpus)  # per-clip work, at 1x, scaled to the largest size
     scale = clips[largest] / costs["clips"]
     largest_costs = {k: v * scale for k, v in costs["seconds"].items()}
-    loop = [plain_loop(manifests[largest], models, work / "loop_out", cores, gpus=gpus) for _ in range(repeats)]
-    pipe = summary(runs[largest])
+    loop = summary([plain_loop(manifests[largest], models, work / "loop_out", cores, gpus=gpus)
+                    for _ in range(repeats)])  # fmt: skip
+    pipe = {n: summary(runs[n]) for n in sizes}
     bound_s = stage_bound(largest_costs, cores, on_gpu=gpus > 0)
     return {
         "mode": MODE,
@@ -224,14 +231,14 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64
         "sizes": sizes,
         "frames_per_video": frames,
         "clips": {str(n): clips[n] for n in sizes},
-        "pipeline_s": {str(n): summary(runs[n]) for n in sizes},
+        "pipeline_s": {str(n): pipe[n] for n in sizes},
         "stage_costs_s": largest_costs,
         "stage_costs_measured_on_clips": costs["clips"],
         "stage_bound_s": bound_s,
-        "plain_loop_s": summary(loop),
-        "pipeline_vs_bound": pipe["median"] / bound_s,
-        "loop_vs_pipeline": summary(loop)["median"] / pipe["median"],
-        "scaling": fit_scaling(sizes, [summary(runs[n])["median"] for n in sizes]),
+        "plain_loop_s": loop,
+        "pipeline_vs_bound": pipe[largest]["median"] / bound_s,
+        "loop_vs_pipeline": loop["median"] / pipe[largest]["median"],
+        "scaling": fit_scaling(sizes, [pipe[n]["median"] for n in sizes]),
         "actors_per_model_stage": actors,
         "cpus_per_actor": cpus,
     }

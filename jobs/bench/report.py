@@ -27,8 +27,8 @@ def markdown(result: dict, command: str) -> str:
     parts = [
         f"Command: `{command}`  ",
         f"Machine: {where}; Python {m['python']}, torch {m['torch']}, Ray {m['ray']}  ",
-        f"Date: {result['date']}; every figure the median of {result['config']['repeats']} runs "
-        f"({result['config']['pipeline_repeats']} for the pipeline) with its spread, (max - min) / median",
+        f"Date: {result['date']}; every figure the median of {result['repeats']['figures']} runs "
+        f"({result['repeats']['pipeline']} for the pipeline) with its spread, (max - min) / median",
         "",
         targets_table(result["targets"]),
     ]

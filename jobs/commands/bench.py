@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
-from . import add_command
+from . import add_command, flag_overrides
 
 EXAMPLES = """examples:
   anonvid bench --out bench_perf                       # this machine, CPU: decode, models, pipeline
@@ -33,9 +32,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
-    flags = [f"{k}={json.dumps(getattr(args, k))}" for k in ("out", "device", "tiny", "repeats", "docs")
-             if getattr(args, k) is not None]  # fmt: skip
-    return "bench", args.config, [*flags, *args.overrides]
+    return "bench", args.config, [*flag_overrides(args, ("out", "device", "tiny", "repeats", "docs")), *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:

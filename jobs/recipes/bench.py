@@ -94,8 +94,10 @@ def run_bench(cfg: BenchConfig, log=print, command: str = "anonvid bench") -> di
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     repeats = 2 if cfg.tiny else cfg.repeats
+    pipeline_repeats = 1 if cfg.tiny else cfg.pipeline_repeats
     result: dict = {"format": "anonvid-bench/1", "config": asdict(cfg), "machine": machine(cfg.device),
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"), "timings": {}}  # fmt: skip
+                    "date": datetime.now(UTC).isoformat(timespec="seconds"), "timings": {},
+                    "repeats": {"figures": repeats, "pipeline": pipeline_repeats}}  # fmt: skip
     if "decode" in cfg.sections:  # 1
         from jobs.bench.decode import decode_table, run_decode
 
@@ -122,8 +124,7 @@ def run_bench(cfg: BenchConfig, log=print, command: str = "anonvid bench") -> di
         connect(None)
         result["timings"]["ray_start"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        prepeats = 1 if cfg.tiny else cfg.pipeline_repeats
-        result["pipeline"] = run_pipeline_bench(out / "pipeline", tiny=cfg.tiny, repeats=prepeats,
+        result["pipeline"] = run_pipeline_bench(out / "pipeline", tiny=cfg.tiny, repeats=pipeline_repeats,
                                                 videos=cfg.pipeline_videos, frames=cfg.video_frames,
                                                 device=cfg.device)  # fmt: skip
         result["timings"]["pipeline"] = time.perf_counter() - t0

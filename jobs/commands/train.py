@@ -24,6 +24,9 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--config", help="YAML config (jobs/configs/train_*.yaml)")
     p.add_argument("--init-from", help="encoder/pruner: start from these timm or VideoMAE weights")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved label schema, videos per class and split, the clip count and the plan; "
+                        "train nothing")  # fmt: skip
     p.set_defaults(run=run, job_config=job_config)
 
 
@@ -39,22 +42,43 @@ def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.anonymize import connect
+    from pipelines.sources import InputError
+    from pipelines.train.clips import TrainDataError
+    from pipelines.train.schema import LabelError
 
     from ..config import ConfigError
     from ..jobconfigs import load_or_report
+
+    name = f"anonvid train {args.kind}"
+    try:
+        cfg = load_or_report(name, *job_config(args))
+    except ConfigError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    if cfg is None:
+        return 2
+    try:
+        if args.dry_run:
+            from pipelines.train.common import dry_run
+
+            dry_run(cfg, args.kind)
+            return 0
+        return _train(args, cfg)
+    except (LabelError, InputError, FileNotFoundError) as e:  # the input or the config does not fit: refused
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    except TrainDataError as e:  # the run started and failed on its data
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
+
+
+def _train(args: argparse.Namespace, cfg) -> int:
+    from pipelines.anonymize import connect
 
     if args.kind == "aam":
         from pipelines.train.aam_loop import run_aam_training as train
     else:
         from pipelines.train.loop import run_training as train
-    try:
-        cfg = load_or_report(f"anonvid train {args.kind}", *job_config(args))
-    except ConfigError as e:
-        print(f"anonvid train {args.kind}: {e}", file=sys.stderr)
-        return 2
-    if cfg is None:
-        return 2
     connect(args.address)
     result = train(cfg)
     print(json.dumps({"metrics": result.metrics, "checkpoint": str(result.checkpoint.path) if result.checkpoint

@@ -1,15 +1,21 @@
 """Ray Train for the AAM (arXiv 2511.08666) on the frozen encoder's features: identity warm start, then one joint
 step on w_lc * L_LC + w_t * L_T - w_b * L_B per batch of videos. The checkpoint is an AAM bundle; the action head
 (training only) rides in train_state.pt.
+
+Every worker holds the extracted features (small: one row per video) and walks its share of the training videos in
+a seeded order per epoch; after each epoch every worker computes the same objective on the held-out videos, and the
+epoch with the lowest validation objective (utility, consistency and privacy together, as trained) is exported.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .common import TrainData
+
 
 @dataclass
-class AamTrainConfig:
+class AamTrainConfig(TrainData):
     manifest: str
     encoder: str  # the frozen encoder's bundle
     storage_path: str
@@ -25,80 +31,142 @@ class AamTrainConfig:
     depth: int = 3
     num_heads: int = 8
     max_clips: int = 8
-    num_actions: int = 8
+    num_actions: int | None = None  # None: from the labels
     seed: int = 0
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     max_failures: int = 0
     use_gpu: bool | None = None  # None: when the cluster has GPUs
-    out: str | None = None  # where the final AAM bundle is copied
-    clip_frames: int = 16
-    clip_stride: int = 2
-    clip_size: int = 112
+    out: str | None = None  # where the best AAM bundle is copied
+
+    def validate(self) -> list[str]:
+        errors = self.data_errors()
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1 or self.max_clips < 1:
+            errors.append("epochs, batch_size, num_workers and max_clips must be >= 1")
+        return errors
 
 
 def aam_train_func(cfg: dict) -> None:
+    import time
+
+    import numpy as np
     import ray.train
     import ray.train.torch
     import torch
 
-    from anon_core.losses import aam_objective, latent_consistency
     from anon_core.models.aam import aam_for_dim
 
-    from .common import report_epoch, restore
+    from .aam_data import read_aam_features
+    from .common import epoch_line, report_epoch, restore
 
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["seed"])
     kwargs = {"dim": cfg["dim"], "depth": cfg["depth"], "num_heads": cfg["num_heads"]}
     aam, head = aam_for_dim(**kwargs), torch.nn.Linear(cfg["dim"], cfg["num_actions"])
     aam, head = ray.train.torch.prepare_model(aam), ray.train.torch.prepare_model(head)
     core = aam.module if hasattr(aam, "module") else aam
     head_core = head.module if hasattr(head, "module") else head
-    params = list(aam.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["lr"])
+    opt = torch.optim.AdamW(list(aam.parameters()) + list(head.parameters()), lr=cfg["lr"])
     start = 0
     state = restore(core)
     if state:
         head_core.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         start = state["epoch"] + 1
-    shard = ray.train.get_dataset_shard("train")
+
+    feats = read_aam_features(cfg["features"])
+    row_of = {int(v): i for i, v in enumerate(feats["video"])}
+    train = np.array([row_of[v] for v in cfg["train_videos"] if v in row_of], dtype=np.int64)
+    val = np.array([row_of[v] for v in cfg["val_videos"] if v in row_of], dtype=np.int64)
+    action = np.array(cfg["action"], dtype=np.int64)[feats["video"]]  # per feature row
+
+    def batch(rows: np.ndarray) -> dict:
+        cols = {"h": feats["h"], "mask": feats["mask"], "static": feats["static"], "action": action}
+        return {k: torch.from_numpy(v[rows]) for k, v in cols.items()}
+
+    def objective(b: dict, warm: bool) -> tuple[dict, torch.Tensor]:
+        from anon_core.losses import aam_objective, latent_consistency
+
+        h, mask = b["h"], b["mask"]  # (V, C, D), (V, C)
+        h_anon = aam(h, mask)
+        logits = head(h_anon)  # (V, C, K)
+        if warm:
+            return {"total": latent_consistency(h, h_anon, mask)}, logits
+        labels = b["action"][:, None].expand_as(mask)  # (V, C): every clip carries its video's action
+        static = core.forward_static(b["static"].reshape(-1, cfg["dim"])).reshape(-1, 2, cfg["dim"])
+        return aam_objective(
+            h=h, h_anon=h_anon, task_logits={"action": logits}, task_labels={"action": labels}, static_a=static[:, 0],
+            static_b=static[:, 1], mask=mask, w_lc=cfg["w_lc"], w_t=cfg["w_t"], w_b=cfg["w_b"],
+            temperature=cfg["temperature"],
+        ), logits  # fmt: skip
+
+    B = cfg["batch_size"]
     for epoch in range(start, cfg["epochs"]):
+        t0 = time.monotonic()
+        aam.train()
+        head.train()
+        perm = np.random.default_rng([cfg["seed"], epoch]).permutation(train)
+        n = len(perm) // (B * world) * B or len(perm) // world  # equal steps on every rank; tiny sets: one batch
+        mine = perm[rank * n : (rank + 1) * n]
         parts_sum: dict[str, float] = {}
-        n = 0
-        for b in shard.iter_torch_batches(batch_size=cfg["batch_size"]):
-            h, mask = b["h"], b["mask"].bool()  # (V, C, D), (V, C)
-            h_anon = aam(h, mask)
-            if epoch < cfg["warm_start_epochs"]:
-                parts = {"total": latent_consistency(h, h_anon, mask)}
-            else:
-                labels = b["action"][:, None].expand_as(mask)  # (V, C): every clip carries its video's action
-                static = core.forward_static(b["static"].reshape(-1, cfg["dim"])).reshape(-1, 2, cfg["dim"])
-                parts = aam_objective(
-                    h=h, h_anon=h_anon, task_logits={"action": head(h_anon)}, task_labels={"action": labels},
-                    static_a=static[:, 0], static_b=static[:, 1], mask=mask, w_lc=cfg["w_lc"], w_t=cfg["w_t"],
-                    w_b=cfg["w_b"], temperature=cfg["temperature"],
-                )  # fmt: skip
+        steps = 0
+        for a in range(0, len(mine), B):
+            parts, _ = objective(batch(mine[a : a + B]), epoch < cfg["warm_start_epochs"])
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             opt.step()
-            n += 1
+            steps += 1
             for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
-        metrics = {"epoch": epoch, **{k: v / max(n, 1) for k, v in parts_sum.items()}}
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
+        metrics = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in parts_sum.items()}}
+        metrics.update(validate_aam(aam, head, objective, batch, val, feats["mask"], action, B))
+        if rank == 0:
+            print(epoch_line("aam", cfg["epochs"], metrics, time.monotonic() - t0), flush=True)
         report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
-def run_aam_training(cfg: AamTrainConfig):
+def validate_aam(aam, head, objective, batch, val, masks, action, batch_size: int) -> dict:
+    """The joint objective and the action head's video top-1 on the held-out videos. Every worker computes it on
+    all of them (one feature row per video: cheap), so no gathering is needed and every rank agrees."""
+    import torch
+
+    if len(val) == 0:
+        return {}
+    aam.eval()
+    head.eval()
+    sums: dict[str, float] = {}
+    correct = 0
+    with torch.no_grad():
+        for a in range(0, len(val), batch_size):
+            rows = val[a : a + batch_size]
+            parts, logits = objective(batch(rows), warm=False)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(rows)
+            m = torch.from_numpy(masks[rows]).unsqueeze(-1)  # (V, C, 1): real clips only
+            probs = (logits.softmax(-1) * m).sum(1)  # (V, K): summed clip probabilities, one vote per video
+            correct += int((probs.argmax(-1).numpy() == action[rows]).sum())
+    out = {f"val_{k}": v / len(val) for k, v in sums.items() if "/" not in k}
+    out["val_top1"] = correct / len(val)
+    return out
+
+
+def run_aam_training(cfg: AamTrainConfig, log=print):
     from anon_core.models.bundle import read_bundle_config
-    from anon_core.video import ClipSpec
 
     from .aam_data import cached_aam_features
-    from .common import fit, ordered_data
+    from .common import fit, local_or_uri, prepare_data
+    from .schema import LabelError, check_num_classes
 
-    with ordered_data():
-        dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
-        spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
-        feats = cached_aam_features(cfg.manifest, cfg.encoder, spec, cfg.storage_path, "train", cfg.max_clips,
-                                    cfg.seed).materialize()  # fmt: skip
-        return fit(aam_train_func, {**asdict(cfg), "dim": dim}, cfg, feats)
+    prepared = prepare_data(cfg, log)
+    errors = check_num_classes(cfg.num_actions, len(prepared.labelled.classes), "num_actions")
+    if errors:
+        raise LabelError("; ".join(errors))
+    loop = prepared.loop_config()
+    features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,
+                                   local_or_uri(cfg.storage_path), cfg.max_clips, cfg.seed, log)  # fmt: skip
+    dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
+    log(f"training the AAM on {len(loop['train_videos'])} videos, validating on {len(loop['val_videos'])}")
+    config = {**asdict(cfg), **loop, "dim": dim, "features": features, "num_actions": len(prepared.labelled.classes)}
+    return fit(aam_train_func, config, cfg, select="val_total", order="min", log=log)

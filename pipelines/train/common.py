@@ -1,9 +1,155 @@
-"""What the Ray Train jobs share: where they run (workers, GPUs) and where their checkpoints go (local or any fsspec
-URI, e.g. s3://), and bf16 autocast on CUDA workers."""
+"""What the Ray Train jobs share: the data fields of their configs and the driver's data preparation (labels,
+validation split, decode-once clips), where they run (workers, GPUs), where their checkpoints go (local or any
+fsspec URI, e.g. s3://), validation metrics gathered over workers, one progress line per epoch, and the export of
+the best checkpoint by validation."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .schema import LabelSchema
+
+
+@dataclass(kw_only=True)
+class TrainData:
+    """Config fields every training job shares: which labels, which clips, how validation is carved."""
+
+    labels: LabelSchema = field(default_factory=LabelSchema)
+    val_fraction: float = 0.1  # of the training videos, held out to validate every epoch and pick the export
+    val_by: Literal["video", "identity"] = "video"  # identity: no person in both train and validation
+    max_failed_fraction: float = 0.05  # more videos than this failing to decode stops the run (exit 1)
+    decode_backend: Literal["decord", "pyav"] = "decord"
+    max_clips_per_video: int | None = None  # None: every clip; else evenly spread over the video
+    shuffle_window: int = 1024  # clips a worker holds and shuffles at once (a window >= the data: a full shuffle)
+    clip_frames: int = 16
+    clip_stride: int = 2
+    clip_size: int = 112
+
+    def data_errors(self) -> list[str]:
+        errors = []
+        if not 0 <= self.val_fraction < 1:
+            errors.append(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.max_failed_fraction <= 1:
+            errors.append(f"max_failed_fraction must lie in [0, 1], got {self.max_failed_fraction}")
+        if self.shuffle_window < 1:
+            errors.append(f"shuffle_window must be >= 1, got {self.shuffle_window}")
+        return errors
+
+    def clip_spec(self):
+        from anon_core.video import ClipSpec
+
+        return ClipSpec(self.clip_frames, self.clip_stride, self.clip_size, self.max_clips_per_video)
+
+
+@dataclass
+class Prepared:
+    """What the driver hands the workers (and --dry-run prints)."""
+
+    labelled: object  # schema.Labelled, with split "val" carved from train
+    cache: str | None  # the decoded clips (None in a dry run)
+    train_clips: int | None = None
+    val_clips: int | None = None
+
+    def videos(self, split: str) -> list[int]:
+        v = self.labelled.videos
+        return v.loc[v["split"] == split, "index"].astype(int).tolist()
+
+    def loop_config(self) -> dict:
+        v = self.labelled.videos
+        return {
+            "cache": self.cache, "train_videos": self.videos("train"), "val_videos": self.videos("val"),
+            "action": v["action"].astype(int).tolist(), "identity": v["identity"].astype(int).tolist(),
+            "attributes": v[self.labelled.attributes].to_numpy(np.float32).tolist(),
+            "classes": self.labelled.classes, "attribute_names": self.labelled.attributes,
+        }  # fmt: skip
+
+
+def prepare_data(cfg, log=print, decode: bool = True) -> Prepared:
+    """Labels by the config's schema, a seeded validation split carved from train, and (decode=True) the clips of
+    train + val decoded once into the cache under storage_path."""
+    from .clips import ClipStore, build_clip_cache
+    from .schema import carve_validation, resolve_labels
+
+    labelled = resolve_labels(cfg.manifest, cfg.labels)
+    labelled.videos["split"] = carve_validation(labelled.videos, cfg.val_fraction, cfg.val_by, cfg.seed)
+    if not decode:
+        return Prepared(labelled, None)
+    v = labelled.videos
+    cache = build_clip_cache(v[v["split"].isin(["train", "val"])], cfg.clip_spec(), local_or_uri(cfg.storage_path),
+                             cfg.decode_backend, cfg.max_failed_fraction, log)  # fmt: skip
+    store = ClipStore(cache)
+    prepared = Prepared(labelled, cache)
+    prepared.train_clips = len(store.clips_of(prepared.videos("train")))
+    prepared.val_clips = len(store.clips_of(prepared.videos("val")))
+    return prepared
+
+
+def dry_run(cfg, kind: str, log=print) -> dict:
+    """What a run would train on, without training: the resolved schema, videos per class and split, the clip count
+    (from the cache when it exists, else from each video's header) and the plan."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anon_core.video.segments import probe_clip_count
+
+    from .clips import ClipStore, cache_key, steps_per_epoch
+
+    prepared = prepare_data(cfg, decode=False)
+    v = prepared.labelled.videos
+    used = v[v["split"].isin(["train", "val"])]
+    spec = cfg.clip_spec()
+    cache = f"{local_or_uri(cfg.storage_path).rstrip('/')}/clips/{cache_key(used, spec, cfg.decode_backend)}"
+    try:
+        store = ClipStore(cache)
+        clips = {s: len(store.clips_of(prepared.videos(s))) for s in ("train", "val")}
+        source, failed = f"the decoded cache {cache}", None
+    except (FileNotFoundError, OSError):
+
+        def count(uri: str) -> int:
+            try:
+                return probe_clip_count(uri, spec)
+            except Exception:  # the real run records it as an error row
+                return -1
+
+        with ThreadPoolExecutor(4) as pool:
+            n = dict(zip(used["index"], pool.map(count, used["uri"]), strict=True))
+        clips = {s: sum(max(0, n[i]) for i in prepared.videos(s)) for s in ("train", "val")}
+        failed = sum(c <= 0 for c in n.values())
+        source = f"video headers (not decoded yet; the run decodes them once into {cache})"
+    batch = cfg.batch_size * cfg.num_workers
+    plan = {
+        "kind": kind, "epochs": cfg.epochs, "workers": cfg.num_workers, "batch_per_worker": cfg.batch_size,
+        "steps_per_epoch": steps_per_epoch(clips["train"], cfg.batch_size, cfg.num_workers) if kind != "aam"
+        else max(1, len(prepared.videos("train")) // batch),
+        "clip": {"frames": spec.num_frames, "stride": spec.stride, "size": spec.size, "max_per_video": spec.max_clips},
+        "validation": {"fraction": cfg.val_fraction, "by": cfg.val_by}, "storage": local_or_uri(cfg.storage_path),
+        "out": cfg.out,
+    }  # fmt: skip
+    report = {
+        "schema": asdict(cfg.labels), "classes": prepared.labelled.classes,
+        "attributes": prepared.labelled.attributes, "videos_per_class": prepared.labelled.class_counts(),
+        "clips": clips, "clips_from": source, "videos_without_clips": failed, "plan": plan,
+    }  # fmt: skip
+    log(f"schema: action={cfg.labels.action!r} ({len(report['classes'])} classes: {', '.join(report['classes'])}), "
+        f"attributes={report['attributes']}, identity={cfg.labels.identity!r}, split={cfg.labels.split!r}")
+    for split, counts in report["videos_per_class"].items():
+        log(f"  {split:>6}: {sum(counts.values())} videos  " + "  ".join(f"{k}={n}" for k, n in counts.items()))
+    log(f"clips: {clips['train']} train, {clips['val']} validation (from {source})"
+        + (f"; {failed} videos show no clip in their header" if failed else ""))
+    log(f"plan: {plan['epochs']} epochs x {plan['steps_per_epoch']} steps on {plan['workers']} workers, batch "
+        f"{plan['batch_per_worker']} per worker; checkpoints under {plan['storage']}, best exported to {plan['out']}")
+    return report
+
+
+def local_or_uri(path: str) -> str:
+    """Relative local paths are resolved against the working directory (Ray Train needs absolute ones)."""
+    if "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def use_gpu(requested: bool | None) -> bool:
@@ -21,6 +167,7 @@ def run_config(name: str, storage_path: str, max_failures: int):
     from ray.train import FailureConfig, RunConfig
 
     kwargs = {}
+    storage_path = local_or_uri(storage_path)
     if "://" in storage_path and not storage_path.startswith("file://"):
         import fsspec
         import pyarrow.fs
@@ -47,23 +194,10 @@ def autocast(torch, device):
     return contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def ordered_data():
-    """Ray Data keeps row order while the job's datasets are built and trained on (the same data order on a re-run,
-    so a resumed run matches an uninterrupted one); the caller's setting is restored afterwards."""
-    import ray.data
-
-    options = ray.data.DataContext.get_current().execution_options
-    was_ordered, options.preserve_order = options.preserve_order, True
-    try:
-        yield
-    finally:
-        options.preserve_order = was_ordered
-
-
-def fit(train_func, loop_config: dict, cfg, dataset):
-    """One TorchTrainer run of `train_func` on `dataset` with the job config's workers, name, storage and failure
-    budget; the final bundle is exported to `cfg.out` when given."""
+def fit(train_func, loop_config: dict, cfg, select: str, order: str = "max", log=print):
+    """One TorchTrainer run of `train_func` with the job config's workers, name, storage and failure budget (the
+    workers read their data from the clip cache named in `loop_config`). The checkpoint that is best by the
+    validation metric `select` (`order` max or min) is exported to `cfg.out` when given, and the choice is logged."""
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
@@ -71,12 +205,45 @@ def fit(train_func, loop_config: dict, cfg, dataset):
         train_loop_config=loop_config,
         scaling_config=scaling_config(cfg.num_workers, cfg.cpus_per_worker, cfg.use_gpu),
         run_config=run_config(cfg.name, cfg.storage_path, cfg.max_failures),
-        datasets={"train": dataset},
     )
     result = trainer.fit()
-    if cfg.out and result.checkpoint is not None:
-        export_bundle(result.checkpoint, cfg.out)
+    if result.error is None and result.checkpoint is not None:
+        best, why = best_checkpoint(result, select, order)
+        log(why)
+        if cfg.out:
+            export_bundle(best, cfg.out)
+            log(f"exported to {cfg.out}")
     return result
+
+
+def best_checkpoint(result, select: str, order: str):
+    """(checkpoint, a sentence saying which and why): the best by `select` among the run's checkpoints; the last
+    one when no checkpoint reports it (val_fraction=0)."""
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(select) is not None]
+    last = result.metrics or {}
+    if not scored:
+        return result.checkpoint, f"exporting the last epoch ({last.get('epoch')}): no checkpoint reports {select}"
+    pick = max(scored, key=lambda cm: (cm[1][select] if order == "max" else -cm[1][select], cm[1]["epoch"]))
+    c, m = pick
+    return c, (f"exporting epoch {m['epoch']}: best {select} {m[select]:.4g} ({order}) of {len(scored)} epochs; the "
+               f"last epoch ({last.get('epoch')}) had {last.get(select, float('nan')):.4g}")  # fmt: skip
+
+
+def gather(values: list) -> list:
+    """Every worker's list, concatenated in rank order (validation predictions); a single process passes through."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, list(values))
+    return [v for part in out for v in part]
+
+
+def epoch_line(kind: str, epochs: int, metrics: dict, seconds: float) -> str:
+    """One progress line per epoch, printed by rank 0."""
+    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("epoch", "step") and isinstance(v, float))
+    return f"[train {kind}] epoch {metrics['epoch'] + 1}/{epochs} {shown} ({seconds:.1f} s)"
 
 
 def restore(core) -> dict | None:

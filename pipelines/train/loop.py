@@ -1,9 +1,12 @@
 """Ray Train (TorchTrainer, V2) for the video models: the encoder (supervised action pretraining) and the pruner
 (arXiv 2603.26336: CE + BCE through the GRL with the DANN schedule, AdamW, warm-up then cosine).
 
-Every checkpoint directory is a model bundle (config.json + model.safetensors, what `anonvid anonymize` loads) plus
-train_state.pt (optimizer, scheduler, epoch). Re-running the same command (same RunConfig name and storage_path)
-resumes from the latest checkpoint: Ray Train V2 hands it to get_checkpoint().
+The driver resolves the labels, carves a validation split from train and decodes the clips once (`clips.py`); each
+worker then walks the cached clips in a seeded order per epoch, validates after every epoch, and reports metrics
+with a checkpoint: a model bundle (config.json + model.safetensors, what `anonvid anonymize` loads) plus
+train_state.pt. Re-running the same command (same name and storage_path) resumes from the latest checkpoint, and
+the run equals an uninterrupted one: the data order, augmentation and dropout depend on (seed, epoch, rank) only.
+The best checkpoint by validation is exported.
 """
 
 from __future__ import annotations
@@ -11,33 +14,49 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from .common import TrainData
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainData):
     kind: str  # "encoder" | "pruner"
     manifest: str
     storage_path: str
     name: str
     builder: str | None = None  # a name in anon_core.models.bundle.BUILDERS; None: video_vit_tiny / pruner_tiny
-    num_classes: int = 8
-    num_privacy_classes: int = 5  # pruner only
+    num_classes: int | None = None  # None: from the labels
+    num_privacy_classes: int | None = None  # pruner only; None: the number of attribute columns
     depth: int | None = None  # None: the builder's
-    out: str | None = None  # where the final bundle is copied (a path or fsspec URI)
+    out: str | None = None  # where the best checkpoint's bundle is copied (a path or fsspec URI)
+    init_from: str | None = None
+    epochs: int = 2
+    batch_size: int = 8  # per worker
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    privacy_weight: float = 1.0
+    augment: bool = True  # random resized crop + brightness/contrast, the same in every frame (anon_core.augment)
+    hflip: bool = False  # only for label sets where no action depends on left/right
+    seed: int = 0
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5
+    max_failures: int = 0
+    use_gpu: bool | None = None  # None: when the cluster has GPUs (bf16 autocast on them)
 
     def __post_init__(self) -> None:
         if self.builder is None:
             self.builder = "pruner_tiny" if self.kind == "pruner" else "video_vit_tiny"
 
-    def model_kwargs(self) -> dict:
-        kwargs = {"num_classes": self.num_classes, "img_size": self.clip_size, "num_frames": self.clip_frames}
+    def model_kwargs(self, num_classes: int, num_privacy_classes: int) -> dict:
+        kwargs = {"num_classes": num_classes, "img_size": self.clip_size, "num_frames": self.clip_frames}
         if self.kind == "pruner":
-            kwargs["num_privacy_classes"] = self.num_privacy_classes
+            kwargs["num_privacy_classes"] = num_privacy_classes
         if self.depth is not None:
             kwargs["depth"] = self.depth
         return kwargs
 
     def validate(self) -> list[str]:
-        errors = []
+        errors = self.data_errors()
         if self.kind not in ("encoder", "pruner"):
             errors.append(f"kind must be 'encoder' or 'pruner', got {self.kind!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
@@ -53,21 +72,6 @@ class TrainConfig:
             errors.append(f"clips of {self.clip_frames} frames at {self.clip_size}px do not tile into 2x16x16 "
                           "tubelets: use an even clip_frames and a clip_size that is a multiple of 16")  # fmt: skip
         return errors
-    init_from: str | None = None
-    epochs: int = 2
-    batch_size: int = 8  # per worker
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.1
-    privacy_weight: float = 1.0
-    seed: int = 0
-    num_workers: int = 2
-    cpus_per_worker: float = 0.5
-    max_failures: int = 0
-    use_gpu: bool | None = None  # None: when the cluster has GPUs (bf16 autocast on them)
-    clip_frames: int = 16
-    clip_stride: int = 2
-    clip_size: int = 112
 
 
 def lr_lambda(step: int, total: int, warmup: int) -> float:
@@ -77,17 +81,24 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
 
 
 def train_func(cfg: dict) -> None:
+    import time
+
+    import numpy as np
     import ray.train
     import ray.train.torch
     import torch
 
+    from anon_core.augment import augment_clips
     from anon_core.models.bundle import BUILDERS, IMAGENET_MEAN, IMAGENET_STD, normalize_clips
     from anon_core.models.grl import dann_coefficient
     from anon_core.models.pruner import pruner_loss
     from anon_core.models.video_vit import load_pretrained
 
-    from .common import autocast, report_epoch, restore
+    from .clips import ClipStore, epoch_batches, steps_per_epoch
+    from .common import autocast, epoch_line, report_epoch, restore
 
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg["seed"])
     model = BUILDERS[cfg["builder"]][1](**cfg["kwargs"])
@@ -96,47 +107,118 @@ def train_func(cfg: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    total = cfg["epochs"] * cfg["steps_per_epoch"]
+
+    store = ClipStore(cfg["cache"])
+    train_pos, val_pos = store.clips_of(cfg["train_videos"]), store.clips_of(cfg["val_videos"])
+    action = torch.tensor(cfg["action"])  # per video index
+    attributes = torch.tensor(cfg["attributes"]).reshape(len(cfg["action"]), -1)  # (videos, A)
+    steps = steps_per_epoch(len(train_pos), cfg["batch_size"], world)  # from the clips actually cached
+    total = cfg["epochs"] * steps
     warmup = max(1, int(cfg["warmup_frac"] * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
-    start, step = 0, 0
+    start, step, best = 0, 0, None
     state = restore(core)
     if state:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start, step = state["epoch"] + 1, state["step"]
-    shard = ray.train.get_dataset_shard("train")
+
+    def inputs(clips: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
+        x = torch.from_numpy(clips)
+        if gen is not None:
+            x = augment_clips(x, gen, hflip=cfg["hflip"])
+        return normalize_clips(x.to(device), IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
+
     for epoch in range(start, cfg["epochs"]):
+        t0 = time.monotonic()
+        torch.manual_seed(cfg["seed"] * 100_003 + epoch * world + rank)  # dropout: the same after a resume
+        gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch * world + rank) if cfg["augment"] else None
         model.train()
         losses = []
-        for b in shard.iter_torch_batches(batch_size=cfg["batch_size"], drop_last=True):
-            x = normalize_clips(b["clip"], IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
+        for pos, clips in epoch_batches(store, train_pos, cfg["batch_size"], cfg["shuffle_window"], cfg["seed"],
+                                        epoch, rank, world):  # fmt: skip
+            videos = torch.from_numpy(store.video[pos])
+            x, y = inputs(clips, gen), action[videos].to(device)
             with autocast(torch, device):
                 if cfg["kind"] == "encoder":
-                    loss = torch.nn.functional.cross_entropy(model(x), b["action"])
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
                 else:
-                    out = model(x, grl_coeff=dann_coefficient(step / max(1, total)))
-                    loss = pruner_loss(out, b["action"], b["attributes"], cfg["privacy_weight"])
+                    out = model(x, grl_coeff=dann_coefficient(min(1.0, step / max(1, total))))
+                    loss = pruner_loss(out, y, attributes[videos].to(device), cfg["privacy_weight"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             losses.append(loss.item())
-        metrics = {"epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses))}  # this worker's mean
-        report_epoch(core, cfg["builder"], cfg["kwargs"], {"epoch": epoch, "step": step, "run": cfg["name"]},
-                     {"opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step},
-                     metrics)  # fmt: skip
+        metrics = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
+                   "lr": float(sched.get_last_lr()[0]), **validate(model, store, val_pos, inputs, cfg, rank, world)}
+        if rank == 0:
+            print(epoch_line(cfg["kind"], cfg["epochs"], metrics, time.monotonic() - t0), flush=True)
+        extra = {"epoch": epoch, "step": step, "run": cfg["name"], "classes": cfg["classes"],
+                 "attributes": cfg["attribute_names"]}  # fmt: skip
+        report_epoch(core, cfg["builder"], cfg["kwargs"], extra,
+                     {"opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step,
+                      "best": best}, metrics)  # fmt: skip
 
-def run_training(cfg: TrainConfig):
-    from anon_core.video import ClipSpec
 
-    from .common import fit, ordered_data
-    from .data import labelled_clips, labelled_videos
+def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) -> dict:
+    """Validation over every worker's share of the held-out clips: clip and video top-1 (video: mean of its clips'
+    softmax) and, for the pruner, the privacy head's attribute cMAP. Empty when there is no validation split."""
+    import numpy as np
+    import torch
 
-    with ordered_data():
-        spec = ClipSpec(cfg.clip_frames, cfg.clip_stride, cfg.clip_size)
-        n_videos = len(labelled_videos(cfg.manifest, "train"))
-        ds = labelled_clips(cfg.manifest, spec, "train")
-        steps = max(1, n_videos // (cfg.batch_size * cfg.num_workers))  # an estimate: one clip per video at least
-        return fit(train_func, {**asdict(cfg), "kwargs": cfg.model_kwargs(), "steps_per_epoch": steps}, cfg, ds)
+    from anon_core.metrics import cmap, top1_accuracy, video_top1_accuracy
+
+    from .clips import ordered_batches
+    from .common import gather
+
+    if len(val_pos) == 0:
+        return {}
+    model.eval()
+    probs, privacy, videos = [], [], []
+    with torch.no_grad():
+        for pos, clips in ordered_batches(store, val_pos, cfg["batch_size"], rank, world):
+            out = model(inputs(clips, None))
+            logits = out if cfg["kind"] == "encoder" else out.action_logits
+            probs += logits.float().softmax(-1).cpu().tolist()
+            if cfg["kind"] == "pruner":
+                privacy += out.privacy_logits.float().sigmoid().cpu().tolist()
+            videos += store.video[pos].tolist()
+    probs, privacy, videos = np.array(gather(probs)), np.array(gather(privacy)), np.array(gather(videos))
+    labels = np.array(cfg["action"])[videos]
+    metrics = {"val_top1": float(video_top1_accuracy(probs, labels, videos)),
+               "val_clip_top1": float(top1_accuracy(probs, labels))}  # fmt: skip
+    if cfg["kind"] == "pruner":
+        attrs = np.array(cfg["attributes"]).reshape(len(cfg["action"]), -1)[videos]
+        metrics["val_attr_cmap"] = float(cmap(attrs, privacy))
+    return metrics
+
+
+def resolved(cfg: TrainConfig, prepared) -> dict:
+    """The loop's config: the job config, the model's kwargs (class counts from the labels unless given: a given
+    number that disagrees is a config error) and the data the workers read."""
+    from .schema import LabelError, check_num_classes
+
+    n_act, n_priv = len(prepared.labelled.classes), len(prepared.labelled.attributes)
+    errors = check_num_classes(cfg.num_classes, n_act, "num_classes")
+    if cfg.kind == "pruner":
+        errors += check_num_classes(cfg.num_privacy_classes, n_priv, "num_privacy_classes")
+    if errors:
+        raise LabelError("; ".join(errors))
+    return {**asdict(cfg), "kwargs": cfg.model_kwargs(n_act, n_priv), **prepared.loop_config()}
+
+
+def run_training(cfg: TrainConfig, log=print):
+    from .clips import TrainDataError, steps_per_epoch
+    from .common import fit, prepare_data
+
+    prepared = prepare_data(cfg, log)
+    loop = resolved(cfg, prepared)
+    steps = steps_per_epoch(prepared.train_clips, cfg.batch_size, cfg.num_workers)
+    if steps < 1:
+        raise TrainDataError(f"the training split has {prepared.train_clips} clips, fewer than one step of "
+                             f"batch_size x num_workers = {cfg.batch_size * cfg.num_workers}: lower batch_size")
+    log(f"training {cfg.kind} on {prepared.train_clips} clips ({steps} steps per epoch), validating on "
+        f"{prepared.val_clips} clips")  # fmt: skip
+    return fit(train_func, loop, cfg, select="val_top1", log=log)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -34,7 +35,12 @@ Mode = Literal["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "bl
 MODES = ("prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken")
 BASELINE_MODES = ("blur", "down2", "down4", "blacken")  # anon_core.baselines: for comparison, not for release
 FORMAT = "anonvid-features/1"
-FORWARDED_ENV_PREFIXES = ("AWS_", "ANONVID_")  # credentials and endpoints every worker needs, as the driver has them
+# A run id names files under the output (_runs/<run_id>.json, part-<run_id>-<hash>.parquet): one path component, not
+# hidden, short enough for any file system, so no run id can put a file outside the output root.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What a remote cluster's workers need to find the storage, never a credential: Ray writes a runtime env in plain text
+# to its session logs. Credentials reach workers by their own chain (docs/credentials.md).
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
 
 
 @dataclass
@@ -100,6 +106,10 @@ class AnonymizeConfig:
             errors.append("commit_interval_s and lease_wait_s must be >= 0")
         if self.lease_ttl_s < 10:
             errors.append(f"lease_ttl_s must be >= 10 (the holder renews it every ttl/5), got {self.lease_ttl_s}")
+        if self.run_id is not None and not RUN_ID.fullmatch(str(self.run_id)):
+            errors.append(f"run_id (--run-id) {self.run_id!r} is not a safe file name, and it names files under the "
+                          "output (_runs/<run_id>.json): use 1-128 letters, digits, '.', '_' or '-', starting with a "
+                          "letter or digit, e.g. --run-id nightly-2026-11-22")  # fmt: skip
         return errors
 
     @property
@@ -303,15 +313,19 @@ def build_pipeline(plan: Plan):
 
 
 def connect(address: str | None = None) -> None:
-    """RAY_ADDRESS / --address when given, else a local Ray; workers get the driver's AWS_* settings."""
+    """RAY_ADDRESS / --address when given, else a local Ray. Ray logs a runtime env in plain text, so no credential
+    goes there: a local Ray's workers inherit this process's environment, credentials included; a cluster's workers
+    use their own credential chain and get only the FORWARDED_ENV settings (docs/credentials.md)."""
     import ray
 
     if ray.is_initialized():
         return
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {} if address else {"include_dashboard": False}
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True, **kwargs)
+    if not address:  # ray.init starts the raylet from this process, and every worker from the raylet
+        ray.init(include_dashboard=False, log_to_driver=True)
+        return
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
 def _check_gpus(cfg: AnonymizeConfig) -> None:

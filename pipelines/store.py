@@ -52,6 +52,13 @@ class OutputStore:
 
     # -- paths -----------------------------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
+        """root/part/...: each part one plain name, so no run id, video id or shard stem reaches outside the root."""
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or "\\" in part:
+                raise OutputError(
+                    f"{part!r} cannot name a file under {self.uri}: it is empty, '.', '..' or holds a path separator; "
+                    "names under the output (run ids: --run-id) must be plain names such as nightly-2026-11-22"
+                )
         return "/".join([self.root.rstrip("/"), *parts])
 
     def shard_file(self, kind: str, stem: str) -> str:

@@ -162,6 +162,26 @@ def test_preflight_errors_exit_2_with_the_fix(case, tiny_models, corpus, tmp_pat
     assert not (out / "features").exists() and not (out / "_commits").exists()
 
 
+@pytest.mark.parametrize("run_id", ["../../../../X", "/tmp/X", "a/b", "a\\b", "..", ".", ".hidden", "", "a b",
+                                    "x" * 129])  # fmt: skip
+def test_run_id_that_would_leave_the_output_is_a_config_error(run_id, tiny_models, corpus, tmp_path, capfd,
+                                                              no_pipeline):  # fmt: skip
+    """A run id names files under the output (_runs/<run_id>.json, part-<run_id>-*.parquet): '..', absolute paths
+    and separators would put shards and run records outside it."""
+    out = tmp_path / "a" / "b" / "out"
+    args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--run-id", run_id]
+    assert anonymize(out, args) == 2
+    err = capfd.readouterr().err
+    assert "anonvid anonymize: config error" in err and "--run-id" in err and "e.g. --run-id nightly-" in err, err
+    assert "Traceback" not in err
+    assert [p for p in tmp_path.rglob("*")] == [], "a refused run wrote something"
+
+
+def test_run_id_of_safe_characters_is_accepted(tiny_models, corpus, tmp_path, no_pipeline):
+    args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--dry-run"]
+    assert anonymize(tmp_path / "out", [*args, "--run-id", "nightly-2026.11.22_T10"]) == 0
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_path, no_pipeline):
     from jobs.recipes.anonymize import run_anonymize
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +25,14 @@ import pytest
 from jobs.cli import main
 
 pytestmark = pytest.mark.slow  # each anonymize run is a Ray Data pipeline: 20-40 s on 2 CPUs
+
+ROOT = Path(__file__).resolve().parents[1]
+# Fake, but each one distinctive enough that a match can only be a leak (moto accepts any credentials).
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAANONVIDLEAKTEST7",
+    "AWS_SECRET_ACCESS_KEY": "anonvid-leak-test-secret-Zq8wR1xK",
+    "AWS_SESSION_TOKEN": "anonvid-leak-test-token-Hn4vT2pL",
+}
 
 
 def fresh_fs():
@@ -61,9 +75,13 @@ def anonymize(capsys, source: list[str], out: str, models: dict, *extra: str) ->
     argv += [f"--{kind}={uri}" for kind, uri in models.items()]
     rc = main(argv)
     captured = capsys.readouterr()
-    start = re.search(r"^\{$", captured.out, re.MULTILINE)  # the summary starts on a line of its own
-    assert start, f"no JSON summary (exit {rc}); stderr:\n{captured.err[-4000:]}"
-    return rc, json.JSONDecoder().raw_decode(captured.out, start.start())[0]
+    return rc, json_summary(rc, captured.out, captured.err)
+
+
+def json_summary(rc: int, out: str, err: str) -> dict:
+    start = re.search(r"^\{$", out, re.MULTILINE)  # the summary starts on a line of its own
+    assert start, f"no JSON summary (exit {rc}); stderr:\n{err[-4000:]}"
+    return json.JSONDecoder().raw_decode(out, start.start())[0]
 
 
 def read_features_s3(fs, prefix: str) -> pd.DataFrame:
@@ -178,3 +196,52 @@ def test_s3_incremental_run_processes_only_the_new_videos(ray_session, s3_data, 
     feats = read_features_s3(fresh_fs(), "out-bucket/incremental")
     assert sorted(feats["source_uri"]) == sorted(u.replace("/videos/", "/incremental/") for u in first + later)
     assert len(commits_s3(fresh_fs(), "out-bucket/incremental")) == 8
+
+
+def files_holding(root: str, secrets: list[str]) -> dict[str, list[str]]:
+    """Every regular file under `root` (links not followed: Ray's session_latest) -> the secrets found in it."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # Ray's sockets
+                data = Path(path).read_bytes()
+            except OSError:  # a file Ray removed while we walked
+                continue
+            hits = [s for s in secrets if s.encode() in data]
+            if hits:
+                found[path] = hits
+    return found
+
+
+@pytest.mark.timeout(420)
+def test_no_credential_reaches_ray_logs_records_or_output(s3_data, tmp_path):
+    """`anonvid anonymize` from s3:// to s3:// as a user starts it: its own process, its own local Ray, credentials
+    in the environment. Workers must still reach the storage, and no credential may be in any file of the Ray
+    session, in any object of the output (features, errors, markers, run records) or in what the job prints."""
+    fs = fresh_fs()
+    for uri in s3_data["videos"][:2]:
+        fs.copy(uri, uri.replace("/videos/", "/secrets/"))
+    out = "s3://out-bucket/secrets"
+    ray_tmp = tempfile.mkdtemp(prefix="rays-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray, not the tests' one
+    env.update(FAKE_CREDENTIALS, RAY_TMPDIR=ray_tmp)
+    argv = [sys.executable, "-m", "jobs.cli", "anonymize", "s3://in-bucket/secrets/", "--out", out, "--json",
+            *(f"--{kind}={uri}" for kind, uri in s3_data["models"].items())]  # fmt: skip
+    secrets = list(FAKE_CREDENTIALS.values())
+    try:
+        proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+        summary = json_summary(proc.returncode, proc.stdout, proc.stderr)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert (summary["videos_ok"], summary["videos_failed"]) == (2, 0), summary  # the workers read and wrote S3
+        assert any(Path(ray_tmp).rglob("session_*")), "the job did not start its Ray under RAY_TMPDIR"
+        assert files_holding(ray_tmp, secrets) == {}
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert [s for s in secrets if s in proc.stdout or s in proc.stderr] == []
+    objects = fs.find("out-bucket/secrets")
+    assert any("/_runs/" in o for o in objects) and any("/features/" in o for o in objects)
+    leaked = {o: [s for s in secrets if s.encode() in fs.cat_file(o)] for o in objects}
+    assert {o: hits for o, hits in leaked.items() if hits} == {}

@@ -171,6 +171,21 @@ def test_check_writable_refuses_a_folder_under_a_file(tmp_path):
     assert str(out) in str(info.value) and "not writable" in str(info.value)
 
 
+@pytest.mark.parametrize("stem", ["../../../../X", "/tmp/X-abc", "a/b", "a\\b"])
+def test_no_name_reaches_outside_the_output_root(stem, tmp_path):
+    """A shard stem or run id that skipped the config's check (a caller without validate()) still writes nothing
+    outside: every name under the output is one plain entry."""
+    store = OutputStore(str(tmp_path / "deep" / "out"))
+    with pytest.raises(OutputError, match="cannot name a file under"):
+        store.write_shard(stem, table({"v1": 1}), None, [commit("v1", stem)])
+    with pytest.raises(OutputError, match="--run-id"):
+        store.write_run(stem, {"run_id": stem})
+    for part in (stem, "..", ".", ""):
+        with pytest.raises(OutputError):
+            store.path("_commits", part)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
 def test_temporary_files_are_hidden_from_readers(store, tmp_path, monkeypatch):
     real_replace = os.replace
     renames = []

@@ -2,12 +2,21 @@
 
 decord is unmaintained and public trackers report segfaults on some corrupt streams; a segfault cannot be caught as
 a Python exception, only survived from another process.
+
+Each child writes its temporary files (open_source spools remote videos to local disk: raw, un-anonymized bytes) into
+a folder its parent made for it, and the parent removes that folder once the child has ended. A child killed on a
+timeout or by a crash cannot clean up after itself; its parent always can.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import shutil
 import signal
+import socket
+import tempfile
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +33,60 @@ def _reply(conn, fn, args, kwargs) -> None:
             conn.send(("err", RuntimeError(f"{type(e).__name__}: {e}")))
 
 
-def _child(conn, fn, args, kwargs) -> None:
+def _tempdir_prefix() -> str:
+    # The host too: containers sharing a temp volume have their own process ids
+    return f"anonvid-decoder-{socket.gethostname()}-"
+
+
+def _child_tempdir() -> str:
+    """A new folder for one child's temporary files, in the system temp dir, named after this (the parent) process;
+    the parent removes it. First the folders of parents that died before they could remove theirs go (Ray kills its
+    worker processes at shutdown, and an OOM kill spares no one): a copy there outlived every process that knew it."""
+    prefix = _tempdir_prefix()
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def _use_tempdir(tmpdir: str) -> None:
+    # In the child, first thing: Python's tempfile (and native code reading TMPDIR) write into the parent's folder.
+    tempfile.tempdir = tmpdir
+    os.environ["TMPDIR"] = tmpdir
+
+
+def _end(proc, tmpdir: str) -> None:
+    """Wait for the child (kill it if it does not end), then remove its temp folder: nothing it copied survives."""
+    proc.join(timeout=5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _child(conn, tmpdir, fn, args, kwargs) -> None:
+    _use_tempdir(tmpdir)
     try:
         _reply(conn, fn, args, kwargs)
     finally:
         conn.close()
 
 
-def _serve(conn) -> None:
+def _serve(conn, tmpdir) -> None:
     """A long-lived child: answer (fn, args, kwargs) requests until the parent closes the pipe."""
+    _use_tempdir(tmpdir)
     try:
         while True:
             try:
@@ -57,10 +111,17 @@ def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: f
     A crash (death by signal) or a hang past `timeout_s` becomes VideoDecodeError; fn's own exceptions are re-raised.
     """
     ctx = mp.get_context("spawn")
+    tmpdir = _child_tempdir()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs), daemon=True)
-    proc.start()
-    child.close()
+    proc = ctx.Process(target=_child, args=(child, tmpdir, fn, args, kwargs), daemon=True)
+    try:
+        proc.start()
+    except BaseException:
+        parent.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    finally:
+        child.close()
     try:
         if not parent.poll(timeout_s):
             if proc.is_alive():
@@ -73,9 +134,7 @@ def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: f
             raise _death_error(proc, uri) from None
     finally:
         parent.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
+        _end(proc, tmpdir)
     if status == "err":
         raise value
     return value
@@ -99,19 +158,24 @@ class DecoderProcess:
         self.timeout_s = timeout_s
         self._proc = None
         self._conn = None
+        self._tmpdir = None
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
+        tmpdir = _child_tempdir()
         conn, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        proc = ctx.Process(target=_serve, args=(child, tmpdir), daemon=True)
         try:
             proc.start()
         except BaseException:
             conn.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
             raise
         finally:
             child.close()
         self._proc, self._conn = proc, conn  # only a started child: close() may join it
+        # close() removes the folder; this covers a worker that exits without calling it (Ray reuses its processes)
+        self._tmpdir = weakref.finalize(self, shutil.rmtree, tmpdir, ignore_errors=True)
 
     def call(
         self, fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: float | None = None, **kwargs: Any
@@ -143,7 +207,9 @@ class DecoderProcess:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join()
-        self._proc = self._conn = None
+        if self._tmpdir is not None:
+            self._tmpdir()  # the child has ended: remove its temp folder, whatever it left there
+        self._proc = self._conn = self._tmpdir = None
 
     def __del__(self) -> None:
         try:

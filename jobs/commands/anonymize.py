@@ -81,7 +81,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL / AWS config)")
     p.add_argument("--aws-profile", help="credentials profile from ~/.aws (else AWS_PROFILE / the default chain)")
-    p.add_argument("--run-id", help="name this run (default: UTC time + random suffix)")
+    p.add_argument("--run-id", help="name this run: letters, digits, '.', '_', '-' (default: UTC time + random "
+                   "suffix)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preview", type=int, default=0, metavar="N", help="write previews of N videos")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")

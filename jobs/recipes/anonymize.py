@@ -44,7 +44,8 @@ def run_anonymize(
 
 def s3_endpoint(url: str | None, profile: str | None = None) -> None:
     """--s3-endpoint / --aws-profile: botocore (s3fs, and through it every reader here) reads AWS_ENDPOINT_URL and
-    AWS_PROFILE, and the pipeline forwards AWS_* variables to every Ray worker. Secrets never go on a command line."""
+    AWS_PROFILE; a local Ray's workers inherit both, a cluster's get them from connect() (never a credential:
+    docs/credentials.md). Secrets never go on a command line."""
     if url:
         os.environ["AWS_ENDPOINT_URL"] = url
     if profile:

@@ -187,3 +187,86 @@ def test_checkpoints_and_the_exported_bundle_can_live_on_s3(small_corpus, s3_end
     assert resumed["epoch"] == 1 and resumed["step"] == 2 * first["step"]
     model, info = load_bundle("s3://train-bucket/models/encoder", expect_kind="encoder")
     assert info.trained and info.extra["epoch"] == 1  # the resumed run exported its final model over the first
+
+
+def archive_manifest(root: Path, corpus: Path) -> Path:
+    """The corpus as a user's archive: a CSV with its own column names, string actions, and one broken video."""
+    import pandas as pd
+
+    from anon_core.synthetic import ACTIONS
+
+    df = pd.read_parquet(corpus / "labels.parquet")
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    table = pd.DataFrame({
+        "uri": [str(corpus / p) for p in df["path"]] + [str(broken)],
+        "activity": [ACTIONS[a] for a in df["action_id"]] + ["jump"],
+        "wears_hat": list(df["accessory_hat"]) + [0],
+        "dark_skin": list(df["skin_dark"]) + [1],
+        "subset": list(df["split"].map({"train": "fit", "test": "holdout"})) + ["fit"],
+    })  # fmt: skip
+    table.to_csv(root / "archive.csv", index=False)
+    return root / "archive.csv"
+
+
+def train_cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "train", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).parents[1], env=env)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_pruner_trains_on_an_archive_of_multi_clip_videos_with_its_own_schema(tmp_path, cluster_env):
+    """Videos of 4 clips each (the schedules count clips, not videos), a CSV manifest with other column names and
+    string actions, one video that does not decode (counted, logged, an error row), validation in every
+    checkpoint and the best one exported with the class names; then a stricter failure budget stops a run with
+    exit 1 before training, reading the clips already decoded."""
+    from anon_core.models.bundle import read_bundle_config
+    from anon_core.synthetic import CorpusConfig, generate_corpus
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, CorpusConfig(videos=12, seed=5, frames=64), workers=1)
+    manifest = archive_manifest(tmp_path, corpus)
+    common = [
+        "--config", "jobs/configs/train_pruner_tiny.yaml", f"manifest={manifest}", f"storage_path={tmp_path}/st",
+        "label_schema.action=activity", "label_schema.attributes=[wears_hat,dark_skin]", "label_schema.identity=null",
+        "label_schema.split=subset", "label_schema.train_split=fit", "label_schema.test_split=holdout",
+        "clip_frames=8", "depth=2", "batch_size=2", "epochs=2", "val_fraction=0.2",
+    ]  # fmt: skip
+    dry = train_cli(["pruner", *common, "--dry-run"], cluster_env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "schema: action='activity'" in dry.stdout and "clips:" in dry.stdout and "plan: 2 epochs" in dry.stdout
+
+    run_args = ["pruner", *common, "name=archive", f"out={tmp_path}/pruner", "max_failed_fraction=0.2"]
+    res = train_cli(run_args, cluster_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "failed video " + str(tmp_path / "broken.mp4") in out
+    import pandas as pd
+
+    (errors,) = [pd.read_parquet(p) for p in (tmp_path / "st" / "clips").glob("*/errors.parquet")]
+    assert errors["uri"].tolist() == [str(tmp_path / "broken.mp4")] and errors["error_type"].iloc[0]
+    metrics = epoch_metrics(tmp_path / "st", "archive")
+    assert len(metrics) == 2 and all("val_top1" in m and "val_attr_cmap" in m for m in metrics)
+    index = pd.read_parquet(next((tmp_path / "st" / "clips").glob("*/index.parquet")))
+    assert index.groupby("video").size().min() == 4  # every decoded video gave 4 clips
+    from pipelines.train.schema import LabelSchema, carve_validation, resolve_labels
+
+    schema = LabelSchema(action="activity", attributes=["wears_hat", "dark_skin"], identity=None, split="subset",
+                         train_split="fit", test_split="holdout")  # fmt: skip
+    videos = resolve_labels(str(manifest), schema).videos
+    split = carve_validation(videos, 0.2, "video", seed=0)
+    used = int(split.isin(["train", "val"]).sum())
+    train_clips = len(index[index["video"].isin(videos["index"][split == "train"])])
+    assert train_clips == 4 * (int((split == "train").sum()) - int(split[videos["uri"].str.endswith("broken.mp4")]
+                                                                      .eq("train").sum()))  # fmt: skip
+    assert metrics[-1]["step"] == 2 * (train_clips // 4)  # 2 epochs of clips // (batch 2 x 2 workers)
+    assert "[train pruner] epoch 2/2" in out and "exporting epoch" in out
+    cfg = read_bundle_config(str(tmp_path / "pruner"))
+    assert cfg["classes"] == sorted(set(pd.read_csv(manifest)["activity"])) and cfg["kwargs"]["num_classes"] == 8
+    assert cfg["kwargs"]["num_privacy_classes"] == 2
+
+    strict = train_cli(["pruner", *common, "name=strict", "max_failed_fraction=0.01"], cluster_env)
+    assert strict.returncode == 1, strict.stderr[-3000:]
+    assert "clips reused from" in strict.stdout and f"1 of {used} videos failed to decode" in strict.stderr
+    mismatch = train_cli(["pruner", *common, "name=mismatch", "num_classes=5"], cluster_env)
+    assert mismatch.returncode == 2 and "num_classes=5 but the manifest has 8" in mismatch.stderr

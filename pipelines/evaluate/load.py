@@ -1,5 +1,5 @@
 """Reading what the evaluation attacks: an anonymize output's committed feature rows, or a pixel set's clips, joined
-to the corpus labels (`labels.parquet` of `anonvid synth`, or any manifest with the same label columns).
+to the corpus labels (`labels.parquet` of `anonvid synth`, or any manifest, read through the label schema).
 
 Rows are joined to labels by source URI (the manifest's `uri`/`path`, resolved as the anonymize job resolves it),
 so an output made from a folder or from the manifest both work.
@@ -18,32 +18,38 @@ from anon_core.evaluation import Split
 
 from ..sources import list_manifest
 from ..store import OutputStore
+from ..train.schema import LabelSchema
 
 
 class EvalInputError(ValueError):
     """An input the evaluation cannot use; the message names the fix."""
 
 
-def corpus_labels(labels: str, attributes: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per video: uri, split, action_id, identity, the attribute columns. Attributes default to every
-    0/1 column that `anonvid synth` writes (read from its corpus.json when present)."""
-    videos = list_manifest(labels).videos
-    rows = [dict(json.loads(s or "{}"), uri=u) for u, s in zip(videos["uri"], videos["labels"], strict=True)]
-    table = pd.DataFrame(rows)
-    if attributes is None:
-        from anon_core.synthetic import ATTRIBUTES
+def corpus_labels(labels: str, schema: LabelSchema, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """One row per video: uri, split ("train" / "test" / other), action_id, identity, the schema's attribute columns
+    and any `extra` manifest columns (the bias group), read through the config's label schema, so an archive with
+    its own column names and string actions evaluates as it is."""
+    from pipelines.train.schema import LabelError, resolve_labels
 
-        attributes = [a for a in ATTRIBUTES if a in table.columns]
-    missing = [c for c in ("split", "action_id", "identity", *attributes) if c not in table.columns]
-    if missing or not attributes:
-        raise EvalInputError(
-            f"{labels} lacks label columns {missing or ['any attribute']}; the evaluation needs split, action_id, "
-            "identity and 0/1 attribute columns (as `anonvid synth` writes them), or pass --attributes"
-        )
+    try:
+        labelled = resolve_labels(labels, schema)
+    except LabelError as e:
+        raise EvalInputError(str(e)) from e
+    table = labelled.videos.rename(columns={"action": "action_id"})
+    missing = [c for c in extra if c not in table.columns]
+    if missing:
+        videos = list_manifest(labels).videos
+        raw = pd.DataFrame([json.loads(s or "{}") for s in videos["labels"]], index=videos["uri"])
+        absent = [c for c in missing if c not in raw.columns]
+        if absent:
+            raise EvalInputError(f"{labels} has no column {absent} (its columns: {sorted(raw.columns)})")
+        for c in missing:
+            table[c] = raw.loc[table["uri"], c].to_numpy()
     splits = set(table["split"])
     if not {"train", "test"} <= splits:
-        raise EvalInputError(f"{labels} needs both a train and a test split; it has {sorted(splits)}")
-    return table, list(attributes)
+        raise EvalInputError(f"{labels} needs both a {schema.train_split!r} and a {schema.test_split!r} value in its "
+                             f"{schema.split!r} column; it has {sorted(splits)}")  # fmt: skip
+    return table, labelled.attributes
 
 
 def output_config(output: str) -> dict:

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from anon_core.evaluation import (
@@ -20,6 +20,7 @@ from anon_core.evaluation import (
     paired_leakage,
 )
 
+from ..train.schema import LabelSchema
 from .load import corpus_labels, feature_splits, output_config, pixel_splits
 
 FAMILIES = {"raw": "raw", "prune": "prune", "aam": "aam", "prune+aam": "prune+aam"}  # other modes: "baseline"
@@ -47,7 +48,7 @@ class EvaluateConfig:
     reference: str = "raw"  # normalized leakage and the bias reduction are measured against this method
     bias_labels: str | None = None
     bias_group: str = "gender_proxy"
-    attributes: list[str] | None = None  # default: the synthetic corpus's attribute columns
+    label_schema: LabelSchema = field(default_factory=LabelSchema)  # which manifest columns hold what
     seed: int = 0
     epochs: int = 60  # feature attackers and probes (best epoch counts)
     pixel_epochs: int = 12  # the video-model attacker
@@ -75,7 +76,7 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     from .report import check_targets, write_plots
 
     t_start = time.monotonic()
-    labels, attributes = corpus_labels(cfg.labels, cfg.attributes)
+    labels, attributes = corpus_labels(cfg.labels, cfg.label_schema)
     num_actions = int(labels["action_id"].max()) + 1
     kw = {"attributes": attributes, "num_actions": num_actions, "seed": cfg.seed, "n_boot": cfg.n_boot}
     evals: dict[str, Evaluation] = {}
@@ -103,7 +104,7 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
         methods[name]["privacy"]["normalized_leakage"] = paired_leakage(ev, ref, n_boot=cfg.n_boot, seed=cfg.seed)
     if cfg.bias_labels:
         t0 = time.monotonic()
-        bias_table, _ = corpus_labels(cfg.bias_labels, attributes)
+        bias_table, _ = corpus_labels(cfg.bias_labels, cfg.label_schema, extra=(cfg.bias_group,))
         for m in cfg.methods:
             if m.bias_output:
                 b = feature_splits(m.bias_output, bias_table, attributes, group=cfg.bias_group)

@@ -39,6 +39,11 @@ class AamTrainConfig(TrainData):
     use_gpu: bool | None = None  # None: when the cluster has GPUs
     out: str | None = None  # where the best AAM bundle is copied
 
+    def class_errors(self, labelled) -> list[str]:
+        from .schema import check_num_classes
+
+        return check_num_classes(self.num_actions, len(labelled.classes), "num_actions")
+
     def validate(self) -> list[str]:
         errors = self.data_errors()
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1 or self.max_clips < 1:
@@ -157,12 +162,7 @@ def run_aam_training(cfg: AamTrainConfig, log=print):
 
     from .aam_data import cached_aam_features
     from .common import fit, local_or_uri, prepare_data
-    from .schema import LabelError, check_num_classes
-
     prepared = prepare_data(cfg, log)
-    errors = check_num_classes(cfg.num_actions, len(prepared.labelled.classes), "num_actions")
-    if errors:
-        raise LabelError("; ".join(errors))
     loop = prepared.loop_config()
     features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,
                                    local_or_uri(cfg.storage_path), cfg.max_clips, cfg.seed, log)  # fmt: skip

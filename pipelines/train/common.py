@@ -19,7 +19,7 @@ from .schema import LabelSchema
 class TrainData:
     """Config fields every training job shares: which labels, which clips, how validation is carved."""
 
-    labels: LabelSchema = field(default_factory=LabelSchema)
+    label_schema: LabelSchema = field(default_factory=LabelSchema)
     val_fraction: float = 0.1  # of the training videos, held out to validate every epoch and pick the export
     val_by: Literal["video", "identity"] = "video"  # identity: no person in both train and validation
     max_failed_fraction: float = 0.05  # more videos than this failing to decode stops the run (exit 1)
@@ -73,9 +73,12 @@ def prepare_data(cfg, log=print, decode: bool = True) -> Prepared:
     """Labels by the config's schema, a seeded validation split carved from train, and (decode=True) the clips of
     train + val decoded once into the cache under storage_path."""
     from .clips import ClipStore, build_clip_cache
-    from .schema import carve_validation, resolve_labels
+    from .schema import LabelError, carve_validation, resolve_labels
 
-    labelled = resolve_labels(cfg.manifest, cfg.labels)
+    labelled = resolve_labels(cfg.manifest, cfg.label_schema)
+    errors = cfg.class_errors(labelled)  # before any decoding: a refused config costs nothing
+    if errors:
+        raise LabelError("; ".join(errors))
     labelled.videos["split"] = carve_validation(labelled.videos, cfg.val_fraction, cfg.val_by, cfg.seed)
     if not decode:
         return Prepared(labelled, None)
@@ -130,12 +133,13 @@ def dry_run(cfg, kind: str, log=print) -> dict:
         "out": cfg.out,
     }  # fmt: skip
     report = {
-        "schema": asdict(cfg.labels), "classes": prepared.labelled.classes,
+        "schema": asdict(cfg.label_schema), "classes": prepared.labelled.classes,
         "attributes": prepared.labelled.attributes, "videos_per_class": prepared.labelled.class_counts(),
         "clips": clips, "clips_from": source, "videos_without_clips": failed, "plan": plan,
     }  # fmt: skip
-    log(f"schema: action={cfg.labels.action!r} ({len(report['classes'])} classes: {', '.join(report['classes'])}), "
-        f"attributes={report['attributes']}, identity={cfg.labels.identity!r}, split={cfg.labels.split!r}")
+    ls = cfg.label_schema
+    log(f"schema: action={ls.action!r} ({len(report['classes'])} classes: {', '.join(report['classes'])}), "
+        f"attributes={report['attributes']}, identity={ls.identity!r}, split={ls.split!r}")
     for split, counts in report["videos_per_class"].items():
         log(f"  {split:>6}: {sum(counts.values())} videos  " + "  ".join(f"{k}={n}" for k, n in counts.items()))
     log(f"clips: {clips['train']} train, {clips['val']} validation (from {source})"
@@ -158,6 +162,8 @@ def use_gpu(requested: bool | None) -> bool:
         return requested
     import ray
 
+    if not ray.is_initialized():  # a run whose clips were cached has not touched Ray yet (RAY_ADDRESS applies)
+        ray.init()
     return ray.cluster_resources().get("GPU", 0) > 0
 
 

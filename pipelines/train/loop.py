@@ -55,6 +55,14 @@ class TrainConfig(TrainData):
             kwargs["depth"] = self.depth
         return kwargs
 
+    def class_errors(self, labelled) -> list[str]:
+        from .schema import check_num_classes
+
+        errors = check_num_classes(self.num_classes, len(labelled.classes), "num_classes")
+        if self.kind == "pruner":
+            errors += check_num_classes(self.num_privacy_classes, len(labelled.attributes), "num_privacy_classes")
+        return errors
+
     def validate(self) -> list[str]:
         errors = self.data_errors()
         if self.kind not in ("encoder", "pruner"):
@@ -134,11 +142,12 @@ def train_func(cfg: dict) -> None:
         torch.manual_seed(cfg["seed"] * 100_003 + epoch * world + rank)  # dropout: the same after a resume
         gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch * world + rank) if cfg["augment"] else None
         model.train()
-        losses = []
+        losses, compute_s = [], 0.0
         for pos, clips in epoch_batches(store, train_pos, cfg["batch_size"], cfg["shuffle_window"], cfg["seed"],
                                         epoch, rank, world):  # fmt: skip
             videos = torch.from_numpy(store.video[pos])
             x, y = inputs(clips, gen), action[videos].to(device)
+            tc = time.perf_counter()  # model compute alone: what reading and augmenting clips must keep up with
             with autocast(torch, device):
                 if cfg["kind"] == "encoder":
                     loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -151,8 +160,11 @@ def train_func(cfg: dict) -> None:
             sched.step()
             step += 1
             losses.append(loss.item())
+            compute_s += time.perf_counter() - tc
+        train_s = time.monotonic() - t0
         metrics = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "lr": float(sched.get_last_lr()[0]), **validate(model, store, val_pos, inputs, cfg, rank, world)}
+                   "lr": float(sched.get_last_lr()[0]), "train_s": train_s, "compute_s": compute_s,
+                   **validate(model, store, val_pos, inputs, cfg, rank, world)}  # fmt: skip
         if rank == 0:
             print(epoch_line(cfg["kind"], cfg["epochs"], metrics, time.monotonic() - t0), flush=True)
         extra = {"epoch": epoch, "step": step, "run": cfg["name"], "classes": cfg["classes"],
@@ -191,21 +203,17 @@ def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) ->
                "val_clip_top1": float(top1_accuracy(probs, labels))}  # fmt: skip
     if cfg["kind"] == "pruner":
         attrs = np.array(cfg["attributes"]).reshape(len(cfg["action"]), -1)[videos]
-        metrics["val_attr_cmap"] = float(cmap(attrs, privacy))
+        try:
+            metrics["val_attr_cmap"] = float(cmap(attrs, privacy))
+        except ValueError:  # every attribute constant over a tiny validation split: undefined, not zero
+            metrics["val_attr_cmap"] = None
     return metrics
 
 
 def resolved(cfg: TrainConfig, prepared) -> dict:
-    """The loop's config: the job config, the model's kwargs (class counts from the labels unless given: a given
-    number that disagrees is a config error) and the data the workers read."""
-    from .schema import LabelError, check_num_classes
-
+    """The loop's config: the job config, the model's kwargs (class counts from the labels; a given number that
+    disagrees was refused in prepare_data) and the data the workers read."""
     n_act, n_priv = len(prepared.labelled.classes), len(prepared.labelled.attributes)
-    errors = check_num_classes(cfg.num_classes, n_act, "num_classes")
-    if cfg.kind == "pruner":
-        errors += check_num_classes(cfg.num_privacy_classes, n_priv, "num_privacy_classes")
-    if errors:
-        raise LabelError("; ".join(errors))
     return {**asdict(cfg), "kwargs": cfg.model_kwargs(n_act, n_priv), **prepared.loop_config()}
 
 

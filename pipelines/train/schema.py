@@ -78,8 +78,8 @@ def resolve_labels(manifest: str, schema: LabelSchema) -> Labelled:
     if missing:
         raise LabelError(
             f"{manifest} has no column {', '.join(map(repr, missing))} (its columns: {sorted(table.columns)}); "
-            "name the right columns in the config's labels section (labels.action, labels.attributes, "
-            "labels.identity, labels.split)"
+            "name the right columns in the config's label_schema section (label_schema.action, "
+            "label_schema.attributes, label_schema.identity, label_schema.split)"
         )
     actions, classes = _action_ids(table[schema.action], schema.action, manifest, _class_names(manifest))
     videos = pd.DataFrame({
@@ -95,7 +95,7 @@ def resolve_labels(manifest: str, schema: LabelSchema) -> Labelled:
     if not (videos["split"] == "train").any():
         found = sorted(set(videos["split"]))
         raise LabelError(f"{manifest}: no video has {schema.split}={schema.train_split!r} (values: {found}); set "
-                         "labels.train_split to the value that marks training videos")  # fmt: skip
+                         "label_schema.train_split to the value that marks training videos")  # fmt: skip
     return Labelled(videos, classes, list(schema.attributes))
 
 
@@ -165,7 +165,7 @@ def check_num_classes(given: int | None, found: int, what: str) -> list[str]:
     if given is None or given == found:
         return []
     return [f"{what}={given} but the manifest has {found}: remove {what} (it follows from the labels) or fix the "
-            "labels section"]  # fmt: skip
+            "label_schema section"]  # fmt: skip
 
 
 def carve_validation(videos: pd.DataFrame, fraction: float, by: str, seed: int) -> pd.Series:
@@ -179,7 +179,7 @@ def carve_validation(videos: pd.DataFrame, fraction: float, by: str, seed: int) 
     if by == "identity":
         ids = videos["identity"].to_numpy()[train]
         if (ids < 0).any():
-            raise LabelError("val_by=identity needs an identity for every training video; set labels.identity or "
+            raise LabelError("val_by=identity needs an identity for every training video; set label_schema.identity or "
                              "use val_by=video")  # fmt: skip
         groups = np.unique(ids)
         if len(groups) < 2:

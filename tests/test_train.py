@@ -259,7 +259,7 @@ def test_pruner_trains_on_an_archive_of_multi_clip_videos_with_its_own_schema(tm
     train_clips = len(index[index["video"].isin(videos["index"][split == "train"])])
     assert train_clips == 4 * (int((split == "train").sum()) - int(split[videos["uri"].str.endswith("broken.mp4")]
                                                                       .eq("train").sum()))  # fmt: skip
-    assert metrics[-1]["step"] == 2 * (train_clips // 4)  # 2 epochs of clips // (batch 2 x 2 workers)
+    assert metrics[-1]["step"] == 2 * -(-(train_clips // 2) // 2)  # 2 epochs of ceil(clips per worker / batch 2)
     assert "[train pruner] epoch 2/2" in out and "exporting epoch" in out
     cfg = read_bundle_config(str(tmp_path / "pruner"))
     assert cfg["classes"] == sorted(set(pd.read_csv(manifest)["activity"])) and cfg["kwargs"]["num_classes"] == 8

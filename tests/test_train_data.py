@@ -77,12 +77,12 @@ def test_epoch_order_is_seeded_per_epoch_and_splits_ranks_into_equal_disjoint_st
     from pipelines.train.clips import epoch_positions, steps_per_epoch
 
     store, pos = FakeStore(103, 16), np.arange(103)
-    a = [epoch_positions(store, pos, seed=0, epoch=0, rank=r, world=2, batch_size=4) for r in range(2)]
-    again = [epoch_positions(store, pos, seed=0, epoch=0, rank=r, world=2, batch_size=4) for r in range(2)]
-    other = epoch_positions(store, pos, seed=0, epoch=1, rank=0, world=2, batch_size=4)
+    a = [epoch_positions(store, pos, seed=0, epoch=0, rank=r, world=2) for r in range(2)]
+    again = [epoch_positions(store, pos, seed=0, epoch=0, rank=r, world=2) for r in range(2)]
+    other = epoch_positions(store, pos, seed=0, epoch=1, rank=0, world=2)
     assert all((x == y).all() for x, y in zip(a, again, strict=True))  # a resumed run sees the same order
     assert not (a[0] == other).all()  # another epoch, another order
-    assert len(a[0]) == len(a[1]) == steps_per_epoch(103, 4, 2) * 4 == 48
+    assert len(a[0]) == len(a[1]) == 51 and steps_per_epoch(103, 4, 2) == 13  # 51 clips: 12 batches of 4 and 1 of 3
     assert not set(a[0]) & set(a[1])
 
 

@@ -112,7 +112,7 @@ def aam_train_func(cfg: dict) -> None:
         aam.train()
         head.train()
         perm = np.random.default_rng([cfg["seed"], epoch]).permutation(train)
-        n = len(perm) // (B * world) * B or len(perm) // world  # equal steps on every rank; tiny sets: one batch
+        n = len(perm) // world  # the same number of steps on every rank (clips.steps_per_epoch's rule)
         mine = perm[rank * n : (rank + 1) * n]
         parts_sum: dict[str, float] = {}
         steps = 0

@@ -182,20 +182,22 @@ class ClipStore:
 
 
 def steps_per_epoch(num_clips: int, batch_size: int, world: int) -> int:
-    return num_clips // (batch_size * world)
+    """Every rank takes num_clips // world clips (at most world - 1 left out per epoch, a different few each time),
+    in batches of batch_size, the last one possibly smaller: the same number of steps on every rank."""
+    return -(-(num_clips // world) // batch_size)
 
 
-def epoch_positions(store: ClipStore, positions: np.ndarray, seed: int, epoch: int, rank: int, world: int,
-                    batch_size: int) -> np.ndarray:  # fmt: skip
+def epoch_positions(store: ClipStore, positions: np.ndarray, seed: int, epoch: int, rank: int,
+                    world: int) -> np.ndarray:  # fmt: skip
     """This rank's clips for one epoch, in file-grouped order: files shuffled, clips shuffled within each file, the
-    whole list cut into `world` equal chunks of whole batches (every rank takes the same number of steps)."""
+    whole list cut into `world` equal chunks."""
     rng = np.random.default_rng([seed, epoch])
     files = store.file[positions]
     order = []
     for f in rng.permutation(np.unique(files)):
         order.append(rng.permutation(positions[files == f]))
     flat = np.concatenate(order) if order else positions
-    n = steps_per_epoch(len(flat), batch_size, world) * batch_size
+    n = len(flat) // world
     return flat[rank * n : (rank + 1) * n]
 
 
@@ -204,7 +206,7 @@ def epoch_batches(store: ClipStore, positions: np.ndarray, batch_size: int, shuf
     """(index positions, (B, T, S, S, 3) uint8 clips) of this rank's batches for one epoch: its chunk read
     `shuffle_window` clips at a time (each file once), each window shuffled; a window holding the whole chunk is a
     full shuffle. Memory: one window of clips."""
-    mine = epoch_positions(store, positions, seed, epoch, rank, world, batch_size)
+    mine = epoch_positions(store, positions, seed, epoch, rank, world)
     rng = np.random.default_rng([seed, epoch, rank, 1])
     window = max(batch_size, shuffle_window // batch_size * batch_size)
     for a in range(0, len(mine), window):

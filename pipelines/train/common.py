@@ -123,11 +123,10 @@ def dry_run(cfg, kind: str, log=print) -> dict:
         clips = {s: sum(max(0, n[i]) for i in prepared.videos(s)) for s in ("train", "val")}
         failed = sum(c <= 0 for c in n.values())
         source = f"video headers (not decoded yet; the run decodes them once into {cache})"
-    batch = cfg.batch_size * cfg.num_workers
     plan = {
         "kind": kind, "epochs": cfg.epochs, "workers": cfg.num_workers, "batch_per_worker": cfg.batch_size,
         "steps_per_epoch": steps_per_epoch(clips["train"], cfg.batch_size, cfg.num_workers) if kind != "aam"
-        else max(1, len(prepared.videos("train")) // batch),
+        else steps_per_epoch(len(prepared.videos("train")), cfg.batch_size, cfg.num_workers),
         "clip": {"frames": spec.num_frames, "stride": spec.stride, "size": spec.size, "max_per_video": spec.max_clips},
         "validation": {"fraction": cfg.val_fraction, "by": cfg.val_by}, "storage": local_or_uri(cfg.storage_path),
         "out": cfg.out,

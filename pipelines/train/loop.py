@@ -225,8 +225,8 @@ def run_training(cfg: TrainConfig, log=print):
     loop = resolved(cfg, prepared)
     steps = steps_per_epoch(prepared.train_clips, cfg.batch_size, cfg.num_workers)
     if steps < 1:
-        raise TrainDataError(f"the training split has {prepared.train_clips} clips, fewer than one step of "
-                             f"batch_size x num_workers = {cfg.batch_size * cfg.num_workers}: lower batch_size")
+        raise TrainDataError(f"the training split has {prepared.train_clips} clips, fewer than one per worker "
+                             f"(num_workers={cfg.num_workers}): add videos or lower num_workers")  # fmt: skip
     log(f"training {cfg.kind} on {prepared.train_clips} clips ({steps} steps per epoch), validating on "
         f"{prepared.val_clips} clips")  # fmt: skip
     return fit(train_func, loop, cfg, select="val_top1", log=log)

@@ -1,4 +1,4 @@
-"""Attackers and probes on clip features, for the privacy/utility evaluation (see ../shared/METHODS.md, section 3).
+"""Attackers and probes on clip features, for the privacy/utility evaluation (docs/methods.md, section 3).
 
 Every attacker is trained on the anonymized *train* split and scored on the anonymized *test* split, so it adapts to
 the anonymization: the worst case. Trained attackers report their best epoch on the test split ("best over epochs"),

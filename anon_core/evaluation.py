@@ -1,4 +1,4 @@
-"""The privacy/utility evaluation of one anonymized output (see ../shared/METHODS.md, section 3), on arrays.
+"""The privacy/utility evaluation of one anonymized output (docs/methods.md, section 3), on arrays.
 
 Every attacker is trained on the anonymized train split and tested on the anonymized test split; the strongest
 attacker of the pool counts (worst case). Every figure carries a 95% bootstrap CI over *test videos* (clips of a

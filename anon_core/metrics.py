@@ -1,4 +1,4 @@
-"""Privacy and utility metrics for anonymized video (METHODS.md section 3; arXiv 2511.08666, arXiv 2603.26336).
+"""Privacy and utility metrics for anonymized video (docs/methods.md section 3; arXiv 2511.08666, arXiv 2603.26336).
 
 Pure NumPy. Utility is action top-1 (clip level, or video level by averaging clip probabilities). Privacy is what a
 trained attacker recovers: cMAP (mean over attributes of average precision) and macro-F1 at threshold 0.5, put in

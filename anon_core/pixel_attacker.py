@@ -1,4 +1,4 @@
-"""The pixel attacker and pixel action probe: a freshly trained small video model (../shared/METHODS.md, section 3).
+"""The pixel attacker and pixel action probe: a freshly trained small video model (docs/methods.md, section 3).
 
 Feature attackers (`anon_core.attackers`) judge what an anonymizer's *features* leak. Anonymizers that output
 pixels (masks, blurs, learned pixel filters) are judged here by a small 3D CNN trained from scratch on the

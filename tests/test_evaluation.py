@@ -1,4 +1,4 @@
-"""anon_core.evaluation on constructed inputs with known answers (METHODS.md §3)."""
+"""anon_core.evaluation on constructed inputs with known answers (docs/methods.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Privacy and utility metrics (METHODS.md section 3), checked against scikit-learn and constructed cases."""
+"""Privacy and utility metrics (docs/methods.md section 3), checked against scikit-learn and constructed cases."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 
 Every figure in the report is {"value", "low", "high"}: a point estimate and its 95% bootstrap CI, or None when it
 was not measured; the renderers show "—" for None and never fail on it. `check_targets` judges the targets of the
-issue (METHODS.md section 3) for the anonymizers proper: prune, aam and prune+aam, sweep points left out.
+issue (docs/methods.md section 3) for the anonymizers proper: prune, aam and prune+aam, sweep points left out.
 
 Plots are drawn on a bare `Figure` with the Agg canvas, never through pyplot: no backend is switched, no figure is
 registered anywhere, nothing global is touched, so this is safe inside a notebook or a Ray worker. Output paths may

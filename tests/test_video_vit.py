@@ -297,3 +297,23 @@ def test_loading_a_model_does_not_import_timm_or_torchvision():
             "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_motion_input_ignores_what_stands_still_and_rides_in_the_bundle(tmp_path):
+    """With motion_input the model sees only what changes over the clip: a clip plus any static image (a new
+    background, another person's still look) gives the same output; without it, it does not."""
+    from anon_core.models.bundle import load_bundle, save_bundle
+
+    torch.manual_seed(0)
+    model = video_vit_tiny(num_classes=4, depth=2, motion_input=True).eval()
+    plain = video_vit_tiny(num_classes=4, depth=2).eval()
+    x = torch.randn(2, 3, 16, 112, 112)
+    still = torch.randn(2, 3, 1, 112, 112)  # the same image added to every frame
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(x + still), atol=1e-4)
+        assert not torch.allclose(plain(x), plain(x + still), atol=1e-2)
+    save_bundle(model, str(tmp_path / "b"), "video_vit_tiny", {"num_classes": 4, "depth": 2, "motion_input": True},
+                trained=False)  # fmt: skip
+    loaded, _ = load_bundle(str(tmp_path / "b"))
+    with torch.no_grad():
+        assert loaded.motion_input and torch.allclose(loaded(x), model(x), atol=1e-5)

@@ -155,6 +155,10 @@ class VideoViT(nn.Module):
 
     global_pool: "token" classifies CLS token 0, "avg" the mean of the tubelet tokens. fc_norm=True moves the
     final LayerNorm after pooling (VideoMAE's fine-tuning layout) instead of applying it to every token.
+    motion_input=True subtracts each clip's per-pixel temporal mean before the tubelet embedding: what stays still
+    (background, and the look of whoever stands still) is removed and what moves is kept. Actions are motion, and a
+    ViT on raw RGB is slow to find it on small data; the option lives in the model (and so in its bundle), so every
+    stage that feeds the model clips feeds it the same way.
     """
 
     def __init__(
@@ -177,8 +181,10 @@ class VideoViT(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        motion_input: bool = False,
     ):
         super().__init__()
+        self.motion_input = motion_input
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and num_cls_tokens < 1:
@@ -217,6 +223,8 @@ class VideoViT(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, num_cls + N, D): the tokens that enter the first block."""
+        if self.motion_input:
+            x = x - x.mean(dim=2, keepdim=True)  # (B, C, T, H, W) minus its mean over T
         x = self.patch_embed(x)  # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, num_cls + N, D)

@@ -127,7 +127,7 @@ def aam_train_func(cfg: dict) -> None:
         metrics = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in parts_sum.items()}}
         metrics.update(validate_aam(aam, head, objective, batch, val, feats["mask"], action, B))
         if rank == 0:
-            print(epoch_line("aam", cfg["epochs"], metrics, time.monotonic() - t0), flush=True)
+            epoch_line("aam", cfg["epochs"], metrics, time.monotonic() - t0)
         report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 

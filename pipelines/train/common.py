@@ -245,10 +245,14 @@ def gather(values: list) -> list:
     return [v for part in out for v in part]
 
 
-def epoch_line(kind: str, epochs: int, metrics: dict, seconds: float) -> str:
-    """One progress line per epoch, printed by rank 0."""
+def epoch_line(kind: str, epochs: int, metrics: dict, seconds: float) -> None:
+    """One progress line per epoch, from rank 0, through Ray Train's logger: a plain print from a Train worker
+    reaches the driver twice."""
+    import logging
+
     shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("epoch", "step") and isinstance(v, float))
-    return f"[train {kind}] epoch {metrics['epoch'] + 1}/{epochs} {shown} ({seconds:.1f} s)"
+    line = f"[train {kind}] epoch {metrics['epoch'] + 1}/{epochs} {shown} ({seconds:.1f} s)"
+    logging.getLogger("ray.train").info(line)
 
 
 def restore(core) -> dict | None:

@@ -27,6 +27,7 @@ class TrainConfig(TrainData):
     num_classes: int | None = None  # None: from the labels
     num_privacy_classes: int | None = None  # pruner only; None: the number of attribute columns
     depth: int | None = None  # None: the builder's
+    motion_input: bool = False  # the model subtracts each clip's temporal mean (VideoViT's motion_input)
     out: str | None = None  # where the best checkpoint's bundle is copied (a path or fsspec URI)
     init_from: str | None = None
     epochs: int = 2
@@ -53,6 +54,8 @@ class TrainConfig(TrainData):
             kwargs["num_privacy_classes"] = num_privacy_classes
         if self.depth is not None:
             kwargs["depth"] = self.depth
+        if self.motion_input:
+            kwargs["motion_input"] = True
         return kwargs
 
     def class_errors(self, labelled) -> list[str]:
@@ -166,7 +169,7 @@ def train_func(cfg: dict) -> None:
                    "lr": float(sched.get_last_lr()[0]), "train_s": train_s, "compute_s": compute_s,
                    **validate(model, store, val_pos, inputs, cfg, rank, world)}  # fmt: skip
         if rank == 0:
-            print(epoch_line(cfg["kind"], cfg["epochs"], metrics, time.monotonic() - t0), flush=True)
+            epoch_line(cfg["kind"], cfg["epochs"], metrics, time.monotonic() - t0)
         extra = {"epoch": epoch, "step": step, "run": cfg["name"], "classes": cfg["classes"],
                  "attributes": cfg["attribute_names"]}  # fmt: skip
         report_epoch(core, cfg["builder"], cfg["kwargs"], extra,

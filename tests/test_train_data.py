@@ -109,3 +109,18 @@ def test_evaluation_reads_labels_through_the_same_schema(tmp_path):
     assert table["person"].str.startswith("p").all()  # an extra manifest column (the bias group) travels along
     with pytest.raises(EvalInputError, match="no column"):
         corpus_labels(manifest, LabelSchema())  # the synthetic defaults do not fit this archive: named, not a crash
+
+
+def test_model_options_reach_the_builder_and_unknown_ones_are_refused():
+    from anon_core.models.bundle import BUILDERS
+    from pipelines.train.loop import TrainConfig
+
+    cfg = TrainConfig(kind="encoder", manifest="m.csv", storage_path="s", name="n", clip_size=64, motion_input=True,
+                      model_options={"stem": "conv", "global_pool": "avg", "num_cls_tokens": 0})  # fmt: skip
+    assert cfg.validate() == []
+    model = BUILDERS[cfg.builder][1](**cfg.model_kwargs(8, 5))
+    assert model.motion_input and model.global_pool == "avg" and model(torch.zeros(1, 3, 16, 64, 64)).shape == (1, 8)
+    bad = TrainConfig(kind="pruner", manifest="m.csv", storage_path="s", name="n",
+                      model_options={"stem": "conv", "num_cls_tokens": 1, "depht": 2})  # fmt: skip
+    (err,) = bad.validate()
+    assert "depht" in err and "num_cls_tokens" in err and "drop_path_rate" in err

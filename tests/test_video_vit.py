@@ -317,3 +317,33 @@ def test_motion_input_ignores_what_stands_still_and_rides_in_the_bundle(tmp_path
     loaded, _ = load_bundle(str(tmp_path / "b"))
     with torch.no_grad():
         assert loaded.motion_input and torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_conv_stem_keeps_the_tubelet_grid_and_loads_back_from_its_bundle(tmp_path):
+    """stem='conv': the same (T', Hp, Wp) grid and raster token order as the linear stem (pruning masks keep their
+    meaning), a tubelet's token sees its own pixels and a small margin around them, never another time step, and
+    the bundle (with BatchNorm buffers) rebuilds the same model."""
+    from anon_core.models.bundle import load_bundle, save_bundle
+    from anon_core.models.pruner import pruner_tiny
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 4, "depth": 2, "img_size": 64, "stem": "conv", "global_pool": "avg", "fc_norm": True}
+    model = video_vit_tiny(**kwargs).eval()
+    x = torch.randn(1, 3, 16, 64, 64)
+    assert model.grid_size == video_vit_tiny(num_classes=4, img_size=64).grid_size == (8, 4, 4)
+    y = x.clone()
+    y[:, :, 4:6, 16:32, 32:48] += 1.0  # pixels of tubelet (t=2, h=1, w=2) only
+    with torch.no_grad():
+        changed = (model.patch_embed(x) - model.patch_embed(y)).abs().amax(-1)[0] > 1e-6  # (N,)
+    # a 3x3 conv reaches one pixel into the neighbours; the changed tokens all lie in time step 2, around (1, 2)
+    ids = changed.nonzero().flatten().tolist()
+    assert 2 * 16 + 1 * 4 + 2 in ids and all(i // 16 == 2 for i in ids)
+    save_bundle(model, str(tmp_path / "b"), "video_vit_tiny", kwargs, trained=False)
+    loaded, info = load_bundle(str(tmp_path / "b"))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert info.input["size"] == 64
+    out = pruner_tiny(num_classes=4, num_privacy_classes=2, depth=3, stem="conv")(torch.randn(2, 3, 16, 112, 112))
+    assert out.tubelet_mask.shape == (2, 8, 7, 7)
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        video_vit_tiny(num_classes=4, img_size=96, patch_size=12, stem="conv")

@@ -43,16 +43,37 @@ def _triple(x: int | tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 class TubeletEmbed(nn.Module):
-    """(B, C, T, H, W) -> (B, N, D): one token per non-overlapping t x p x p tubelet."""
+    """(B, C, T, H, W) -> (B, N, D): one token per non-overlapping t x p x p tubelet.
 
-    def __init__(self, img_size: int, num_frames: int, tubelet_size: int, patch_size: int, in_chans: int, dim: int):
+    stem="linear" is the ViT's one linear projection per tubelet (what image ViT and VideoMAE weights load into).
+    stem="conv" puts a small convolutional stem in front (log2(p) - 1 stride-2 3x3 convolutions, each frame on its
+    own, with BatchNorm and GELU, then a t x 2 x 2 projection): the same tubelet grid and token order, so pruning
+    masks mean the same, but a model trained from scratch on little data optimises far better (Xiao et al., "Early
+    Convolutions Help Transformers See Better", 2021).
+    """
+
+    def __init__(self, img_size: int, num_frames: int, tubelet_size: int, patch_size: int, in_chans: int, dim: int,
+                 stem: Literal["linear", "conv"] = "linear"):  # fmt: skip
         super().__init__()
         assert img_size % patch_size == 0, f"img_size {img_size} must be a multiple of patch_size {patch_size}"
         assert num_frames % tubelet_size == 0, f"num_frames {num_frames} must be a multiple of tubelet_size"
         self.tubelet = (tubelet_size, patch_size, patch_size)
         self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_patches = math.prod(self.grid_size)
-        self.proj = nn.Conv3d(in_chans, dim, kernel_size=self.tubelet, stride=self.tubelet)
+        if stem == "linear":
+            self.stem = nn.Identity()
+            self.proj = nn.Conv3d(in_chans, dim, kernel_size=self.tubelet, stride=self.tubelet)
+            return
+        n = round(math.log2(patch_size)) - 1  # stride-2 convolutions before the last 2 x 2 step
+        if stem != "conv" or n < 1 or 2 ** (n + 1) != patch_size:
+            raise ValueError(f"stem={stem!r} with patch_size {patch_size}: use stem='linear', or stem='conv' with a "
+                             "power-of-two patch_size >= 4")  # fmt: skip
+        chans = [in_chans] + [max(8, dim >> (n - i)) for i in range(n)]  # e.g. 3 -> 24 -> 48 -> 96 for dim 192
+        layers: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.Conv3d(a, b, (1, 3, 3), (1, 2, 2), (0, 1, 1), bias=False), nn.BatchNorm3d(b), nn.GELU()]
+        self.stem = nn.Sequential(*layers)  # (B, C, T, H, W) -> (B, c, T, 2 Hp, 2 Wp)
+        self.proj = nn.Conv3d(chans[-1], dim, kernel_size=(tubelet_size, 2, 2), stride=(tubelet_size, 2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = tuple(g * s for g, s in zip(self.grid_size, self.tubelet, strict=True))
@@ -61,7 +82,7 @@ class TubeletEmbed(nn.Module):
                 f"video of shape {tuple(x.shape)} does not match the model's (T, H, W) = {expected}; "
                 "pass (B, C, T, H, W) or build the model with num_frames= / img_size= matching the clips"
             )
-        x = self.proj(x)  # (B, D, T', Hp, Wp)
+        x = self.proj(self.stem(x))  # (B, D, T', Hp, Wp)
         return x.flatten(2).transpose(1, 2)  # (B, T' * Hp * Wp, D), raster order (t, h, w)
 
 
@@ -158,7 +179,7 @@ class VideoViT(nn.Module):
     motion_input=True subtracts each clip's per-pixel temporal mean before the tubelet embedding: what stays still
     (background, and the look of whoever stands still) is removed and what moves is kept. Actions are motion, and a
     ViT on raw RGB is slow to find it on small data; the option lives in the model (and so in its bundle), so every
-    stage that feeds the model clips feeds it the same way.
+    stage that feeds the model clips feeds it the same way. stem: see TubeletEmbed.
     """
 
     def __init__(
@@ -182,6 +203,7 @@ class VideoViT(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         motion_input: bool = False,
+        stem: Literal["linear", "conv"] = "linear",
     ):
         super().__init__()
         self.motion_input = motion_input
@@ -194,7 +216,7 @@ class VideoViT(nn.Module):
         self.global_pool = global_pool
         self.embed_dim = self.num_features = embed_dim
 
-        self.patch_embed = TubeletEmbed(img_size, num_frames, tubelet_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = TubeletEmbed(img_size, num_frames, tubelet_size, patch_size, in_chans, embed_dim, stem)
         self.grid_size = self.patch_embed.grid_size
         self.cls_token = nn.Parameter(torch.zeros(1, num_cls_tokens, embed_dim)) if num_cls_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_cls_tokens + self.patch_embed.num_patches, embed_dim))

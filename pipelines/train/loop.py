@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .common import TrainData
 
@@ -28,6 +29,7 @@ class TrainConfig(TrainData):
     num_privacy_classes: int | None = None  # pruner only; None: the number of attribute columns
     depth: int | None = None  # None: the builder's
     motion_input: bool = False  # the model subtracts each clip's temporal mean (VideoViT's motion_input)
+    model_options: Any = None  # more builder arguments, e.g. {stem: conv, global_pool: avg, drop_path_rate: 0.1}
     out: str | None = None  # where the best checkpoint's bundle is copied (a path or fsspec URI)
     init_from: str | None = None
     epochs: int = 2
@@ -36,6 +38,8 @@ class TrainConfig(TrainData):
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
     privacy_weight: float = 1.0
+    label_smoothing: float = 0.0  # of the action cross-entropy
+    grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     augment: bool = True  # random resized crop + brightness/contrast, the same in every frame (anon_core.augment)
     hflip: bool = False  # only for label sets where no action depends on left/right
     seed: int = 0
@@ -56,7 +60,7 @@ class TrainConfig(TrainData):
             kwargs["depth"] = self.depth
         if self.motion_input:
             kwargs["motion_input"] = True
-        return kwargs
+        return {**(self.model_options or {}), **kwargs}
 
     def class_errors(self, labelled) -> list[str]:
         from .schema import check_num_classes
@@ -79,10 +83,33 @@ class TrainConfig(TrainData):
         fits = sorted(b for b, (k, _) in BUILDERS.items() if k == self.kind)
         if BUILDERS.get(self.builder, ("",))[0] != self.kind:
             errors.append(f"builder {self.builder!r} does not build a {self.kind}: one of {', '.join(fits)}")
+        errors += self._option_errors()
+        if self.label_smoothing < 0 or self.label_smoothing >= 1 or self.grad_clip < 0:
+            errors.append("label_smoothing must lie in [0, 1) and grad_clip must be >= 0 (0: off)")
         if self.clip_size % 16 or self.clip_frames % 2:
             errors.append(f"clips of {self.clip_frames} frames at {self.clip_size}px do not tile into 2x16x16 "
                           "tubelets: use an even clip_frames and a clip_size that is a multiple of 16")  # fmt: skip
         return errors
+
+
+    def _option_errors(self) -> list[str]:
+        import inspect
+
+        from anon_core.models import VideoViT
+
+        if self.model_options is None:
+            return []
+        if not isinstance(self.model_options, dict):
+            return [f"model_options must be a mapping of builder arguments, got {self.model_options!r}"]
+        own = {"num_classes", "num_privacy_classes", "img_size", "num_frames", "depth", "motion_input"}
+        if self.kind == "pruner":  # its two CLS tokens are the method
+            own |= {"num_cls_tokens", "global_pool"}
+        known = set(inspect.signature(VideoViT.__init__).parameters) - {"self"} - own
+        unknown = sorted(set(self.model_options) - known)
+        if unknown:
+            return [f"model_options: unknown {unknown}; set {sorted(own & set(unknown)) or 'these'} through their own "
+                    f"fields, or use one of {sorted(known)}"]  # fmt: skip
+        return []
 
 
 def lr_lambda(step: int, total: int, warmup: int) -> float:
@@ -153,12 +180,14 @@ def train_func(cfg: dict) -> None:
             tc = time.perf_counter()  # model compute alone: what reading and augmenting clips must keep up with
             with autocast(torch, device):
                 if cfg["kind"] == "encoder":
-                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                    loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=cfg["label_smoothing"])
                 else:
                     out = model(x, grl_coeff=dann_coefficient(min(1.0, step / max(1, total))))
                     loss = pruner_loss(out, y, attributes[videos].to(device), cfg["privacy_weight"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
             sched.step()
             step += 1

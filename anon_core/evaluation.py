@@ -124,6 +124,8 @@ def reid(train: Split, test: Split, *, n_boot: int, seed: int) -> dict | None:
     ident = np.concatenate([train.identity, test.identity])
     z, first = video_means(x, video)
     ids = ident[first]
+    known = ids >= 0  # -1: the archive names no identity for this video (label_schema.identity unset or empty)
+    z, ids = z[known], ids[known]
     try:
         chance = chance_rank1(ids)
     except ValueError:

@@ -128,3 +128,16 @@ def test_bad_inputs_are_named():
                    np.zeros(4), np.zeros(4).astype(str))  # fmt: skip
     with pytest.raises(ValueError, match="evaluate_pixels"):
         evaluate_split(pixels, pixels)
+
+
+def test_reid_leaves_out_videos_without_an_identity():
+    """An archive without identities (label_schema.identity unset: every identity -1) has nothing to link; it must
+    not read as every video being the same person."""
+    from dataclasses import replace
+
+    from anon_core.evaluation import reid
+
+    train, test = splits("exact")
+    unknown = lambda s: replace(s, identity=np.full_like(s.identity, -1))  # noqa: E731
+    assert reid(unknown(train), unknown(test), n_boot=20, seed=0) is None
+    assert reid(train, test, n_boot=20, seed=0) is not None

@@ -124,3 +124,13 @@ def test_model_options_reach_the_builder_and_unknown_ones_are_refused():
                       model_options={"stem": "conv", "num_cls_tokens": 1, "depht": 2})  # fmt: skip
     (err,) = bad.validate()
     assert "depht" in err and "num_cls_tokens" in err and "drop_path_rate" in err
+
+
+def test_a_relative_storage_path_is_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    """Ray Train refuses relative storage paths (ArrowInvalid after a minute of start-up); the shipped tiny configs
+    use demo_out/train."""
+    from pipelines.train.common import local_or_uri, run_config
+
+    monkeypatch.chdir(tmp_path)
+    assert run_config("x", "demo_out/train", 0).storage_path == str(tmp_path / "demo_out" / "train")
+    assert local_or_uri("s3://bucket/runs") == "s3://bucket/runs"

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
@@ -38,6 +40,12 @@ class BenchmarkConfig:
     aam_epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3
+    clip_size: int = 112  # the models' input side (clips are decoded at it); the corpus is rendered at `size`
+    motion_input: bool = False  # encoder and pruner see each clip minus its temporal mean (docs/training.md §5)
+    encoder_options: Any = None  # more builder arguments for the encoder, e.g. {stem: conv, global_pool: avg}
+    pruner_options: Any = None  # and for the pruner, e.g. {stem: conv}
+    label_smoothing: float = 0.0  # encoder's action cross-entropy
+    grad_clip: float = 0.0  # encoder and pruner; 0: off
     num_workers: int = 2
     keep_pixels: int = 56
     sweep_lambda_priv: list[float] = field(default_factory=lambda: [0.0, 3.0])
@@ -59,6 +67,12 @@ class BenchmarkConfig:
         unknown = sorted(set(self.bias_methods) - {"raw", "prune", "aam", "prune+aam"})
         if unknown:
             errors.append(f"bias_methods: {unknown} are not among raw, prune, aam, prune+aam")
+        from pipelines.train.loop import TrainConfig
+
+        for kind, options in (("encoder", self.encoder_options), ("pruner", self.pruner_options)):
+            train = TrainConfig(kind=kind, manifest="-", storage_path="-", name="-", clip_size=self.clip_size,
+                                model_options=options, label_smoothing=self.label_smoothing, grad_clip=self.grad_clip)
+            errors += [f"{kind} training: {e}" for e in train.validate()]  # refused before anything is generated
         return errors
 
 
@@ -90,13 +104,15 @@ def _train(kind: str, cfg: BenchmarkConfig, out: str, **fields) -> str:
         from pipelines.train.aam_loop import AamTrainConfig, run_aam_training
 
         tc = AamTrainConfig(storage_path=os.path.abspath(f"{cfg.out}/train"), out=out, seed=cfg.seed,
-                            num_workers=cfg.num_workers, lr=1e-3, warm_start_epochs=2, **fields)  # fmt: skip
+                            num_workers=cfg.num_workers, lr=1e-3, warm_start_epochs=2, clip_size=cfg.clip_size,
+                            **fields)  # fmt: skip
         result = run_aam_training(tc)
     else:
         from pipelines.train.loop import TrainConfig, run_training
 
         tc = TrainConfig(kind=kind, storage_path=os.path.abspath(f"{cfg.out}/train"), out=out, seed=cfg.seed,
-                         num_workers=cfg.num_workers, batch_size=cfg.batch_size, lr=cfg.lr, **fields)  # fmt: skip
+                         num_workers=cfg.num_workers, batch_size=cfg.batch_size, lr=cfg.lr, clip_size=cfg.clip_size,
+                         motion_input=cfg.motion_input, grad_clip=cfg.grad_clip, **fields)  # fmt: skip
         result = run_training(tc)
     if result.error is not None or result.checkpoint is None:
         raise RuntimeError(f"training {kind} ({fields.get('name')}) failed: {result.error}")
@@ -136,9 +152,11 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     common = {"manifest": labels, "num_classes": len(ACTIONS)}
     models = {
         "encoder": step("2 train encoder", _train, "encoder", cfg, f"{m}/encoder", name="encoder",
-                        builder="video_vit_tiny", epochs=cfg.encoder_epochs, **common),  # fmt: skip
+                        builder="video_vit_tiny", epochs=cfg.encoder_epochs, model_options=cfg.encoder_options,
+                        label_smoothing=cfg.label_smoothing, **common),  # fmt: skip
         "pruner": step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner", builder="pruner_tiny",
-                       epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES), **common),  # fmt: skip
+                       epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
+                       model_options=cfg.pruner_options, **common),  # fmt: skip
     }
     aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs, "num_actions": len(ACTIONS)}
     models["aam"] = step("2 train aam", _train, "aam", cfg, f"{m}/aam", name="aam", **aam)
@@ -161,13 +179,14 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     methods = []
     for name, kw, sweep in runs:
         folder = f"{f}/{name.replace(' ', '_').replace('=', '').replace('+', '_')}"
-        step(f"3 anonymize {name}", _anonymize, folder, labels, models, **kw)
+        step(f"3 anonymize {name}", _anonymize, folder, labels, models, clip_size=cfg.clip_size, **kw)
         methods.append(EvalMethod(name, folder, sweep))
         if sweep is None and name in cfg.bias_methods:
             bias_folder = f"{out}/bias_features/{os.path.basename(folder)}"
-            step(f"3 anonymize {name} (bias corpus)", _anonymize, bias_folder, bias_labels, models, mode=kw["mode"])
+            step(f"3 anonymize {name} (bias corpus)", _anonymize, bias_folder, bias_labels, models, mode=kw["mode"],
+                 clip_size=cfg.clip_size)  # fmt: skip
             methods[-1].bias_output = bias_folder
-    step("3 tubelet overlays", _overlays, f"{f}/prune", labels, models)
+    step("3 tubelet overlays", _overlays, f"{f}/prune", labels, models, cfg.clip_size)
 
     ecfg = EvaluateConfig(labels=labels, methods=methods, out=f"{out}/report", bias_labels=bias_labels,
                           epochs=cfg.epochs, pixel_epochs=cfg.pixel_epochs, n_boot=cfg.n_boot, seed=cfg.seed,
@@ -184,18 +203,18 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
 def _command(cfg: BenchmarkConfig) -> str:
     """The command that reproduces this run: the output folder plus every field that differs from its default."""
     default = BenchmarkConfig()
-    changed = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in asdict(cfg).items()
-               if k not in ("out", "readme") and v != getattr(default, k)]  # fmt: skip
+    changed = [shlex.quote(f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}")
+               for k, v in asdict(cfg).items() if k not in ("out", "readme") and v != getattr(default, k)]  # fmt: skip
     return " ".join(["anonvid benchmark --out", cfg.out, *changed])
 
 
-def _overlays(output: str, manifest: str, models: dict) -> dict:
+def _overlays(output: str, manifest: str, models: dict, clip_size: int) -> dict:
     """Example frames with the pruned tubelets overlaid: the anonymize job's own --preview on a few videos."""
     from pipelines.anonymize import AnonymizeConfig, preflight
     from pipelines.preview import write_preview
 
     plan = preflight(AnonymizeConfig(output=output, manifest=manifest, mode="prune", encoder=models["encoder"],
-                                     pruner=models["pruner"]))  # fmt: skip
+                                     pruner=models["pruner"], clip_size=clip_size))  # fmt: skip
     return write_preview(plan, 6)
 
 

@@ -105,15 +105,13 @@ def _death_error(proc, uri: str) -> VideoDecodeError:
     return VideoDecodeError(DecodeFailure.DECODER_CRASH, uri, f"decoder process died: {name}")
 
 
-def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: float = 600.0, **kwargs: Any) -> Any:
-    """fn(*args, **kwargs) in a fresh process ("spawn": safe next to threads, Ray and torch). fn must be importable.
-
-    A crash (death by signal) or a hang past `timeout_s` becomes VideoDecodeError; fn's own exceptions are re-raised.
-    """
+def _spawn(target: Callable[..., None], args: tuple, duplex: bool):
+    """(process, parent end of its pipe, its temp folder): a started "spawn" child running
+    target(child end, temp folder, *args). A child that fails to start leaves no folder and no open pipe."""
     ctx = mp.get_context("spawn")
     tmpdir = _child_tempdir()
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, tmpdir, fn, args, kwargs), daemon=True)
+    parent, child = ctx.Pipe(duplex=duplex)
+    proc = ctx.Process(target=target, args=(child, tmpdir, *args), daemon=True)
     try:
         proc.start()
     except BaseException:
@@ -122,6 +120,15 @@ def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: f
         raise
     finally:
         child.close()
+    return proc, parent, tmpdir
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: float = 600.0, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) in a fresh process ("spawn": safe next to threads, Ray and torch). fn must be importable.
+
+    A crash (death by signal) or a hang past `timeout_s` becomes VideoDecodeError; fn's own exceptions are re-raised.
+    """
+    proc, parent, tmpdir = _spawn(_child, (fn, args, kwargs), duplex=False)
     try:
         if not parent.poll(timeout_s):
             if proc.is_alive():
@@ -161,18 +168,7 @@ class DecoderProcess:
         self._tmpdir = None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        tmpdir = _child_tempdir()
-        conn, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_serve, args=(child, tmpdir), daemon=True)
-        try:
-            proc.start()
-        except BaseException:
-            conn.close()
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-        finally:
-            child.close()
+        proc, conn, tmpdir = _spawn(_serve, (), duplex=True)
         self._proc, self._conn = proc, conn  # only a started child: close() may join it
         # close() removes the folder; this covers a worker that exits without calling it (Ray reuses its processes)
         self._tmpdir = weakref.finalize(self, shutil.rmtree, tmpdir, ignore_errors=True)

@@ -53,6 +53,11 @@ def cache_key(videos: pd.DataFrame, spec: ClipSpec, backend: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def cache_uri(root: str, videos: pd.DataFrame, spec: ClipSpec, backend: str) -> str:
+    """Where the cache of these videos and this clip spec lives under `root` (built or not)."""
+    return f"{root.rstrip('/')}/clips/{cache_key(videos, spec, backend)}"
+
+
 def _fs(uri: str):
     import fsspec
 
@@ -64,7 +69,7 @@ def build_clip_cache(videos: pd.DataFrame, spec: ClipSpec, root: str, backend: s
     """The cache folder of these videos (columns video_id, uri, index) under `root`, decoded now if absent. Every
     video that fails is logged with its reason and kept as an error row; more than `max_failed_fraction` failed
     raises TrainDataError (after the cache is written: a re-run with a higher threshold needs no new decode)."""
-    uri = f"{root.rstrip('/')}/clips/{cache_key(videos, spec, backend)}"
+    uri = cache_uri(root, videos, spec, backend)
     fs, path = _fs(uri)
     if fs.exists(f"{path}/_complete.json"):
         log(f"clips reused from {uri}")

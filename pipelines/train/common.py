@@ -99,13 +99,13 @@ def dry_run(cfg, kind: str, log=print) -> dict:
 
     from anon_core.video.segments import probe_clip_count
 
-    from .clips import ClipStore, cache_key, steps_per_epoch
+    from .clips import ClipStore, cache_uri, steps_per_epoch
 
     prepared = prepare_data(cfg, decode=False)
     v = prepared.labelled.videos
     used = v[v["split"].isin(["train", "val"])]
     spec = cfg.clip_spec()
-    cache = f"{local_or_uri(cfg.storage_path).rstrip('/')}/clips/{cache_key(used, spec, cfg.decode_backend)}"
+    cache = cache_uri(local_or_uri(cfg.storage_path), used, spec, cfg.decode_backend)
     try:
         store = ClipStore(cache)
         clips = {s: len(store.clips_of(prepared.videos(s))) for s in ("train", "val")}

@@ -164,6 +164,18 @@ def evaluate_split(
     return Evaluation(figures, pool[worst].scores, test, pool)
 
 
+def task_probe(train: Split, test: Split, y_train: np.ndarray, y_test: np.ndarray, *, seed: int = 0, epochs: int = 60,
+               n_boot: int = 500) -> dict:  # fmt: skip
+    """Utility on another task: a linear probe for labels y (one int class per row) on the same features, video-level
+    top-1 with its CI, and the majority-class chance over test videos. Used for tasks no model was trained for."""
+    classes = int(max(y_train.max(), y_test.max()) + 1)
+    probe = action_probe(train.x, y_train, test.x, y_test, test.video, num_classes=classes, seed=seed, epochs=epochs)
+    _, first = np.unique(test.video, return_index=True)
+    chance = float(np.bincount(y_test[first]).max() / len(first))
+    return {"video_top1": _ci(_video_top1, probe.probs, y_test, groups=test.video, n_boot=n_boot, seed=seed,
+                              pass_groups=True), "chance": chance}  # fmt: skip
+
+
 def evaluate_pixels(
     train: Split, test: Split, *, attributes=None, num_actions: int | None = None, seed: int = 0, epochs: int = 15,
     n_boot: int = 500, size: int = 56, frames: int = 8,

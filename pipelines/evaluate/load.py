@@ -52,6 +52,26 @@ def corpus_labels(labels: str, schema: LabelSchema, extra: tuple[str, ...] = ())
     return table, labelled.attributes
 
 
+def probe_classes(labels: pd.DataFrame, column: str) -> tuple[pd.Series, list[str]]:
+    """One int class per video (indexed by uri) for a utility probe on `column`, and the class names: a numeric
+    column with more than two values becomes above / below its training-split median (a continuous quantity such as
+    a speed becomes a balanced two-way task); anything else gets one class per value, in sorted order."""
+    values = labels[column]
+    if values.isna().any():
+        raise EvalInputError(f"probe column {column!r} is empty for {int(values.isna().sum())} videos: give a "
+                             "column every video has, or drop it from probes")  # fmt: skip
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 2:
+        median = float(values[labels["split"] == "train"].median())
+        classes = (values > median).astype(np.int64)
+        names = [f"{column} <= {median:.4g}", f"{column} > {median:.4g}"]
+    else:
+        names = sorted(values.astype(str).unique())
+        classes = values.astype(str).map({n: i for i, n in enumerate(names)}).astype(np.int64)
+    if classes[labels["split"] == "train"].nunique() < 2:
+        raise EvalInputError(f"probe column {column!r} has one value in the training split: nothing to probe")
+    return pd.Series(classes.to_numpy(), index=labels["uri"].to_numpy()), names
+
+
 def output_config(output: str) -> dict:
     """What an anonymize output holds (its _output.json: mode, models, keep_pixels, ...)."""
     store = OutputStore(output)

@@ -125,6 +125,7 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
     """The main results table, one row per method (by default the non-sweep ones), with a note that makes it stand
     alone (units, CIs, what leakage is normalised by, the chance floors), so it can be pasted into a README as is."""
     ref = report.get("reference") or "raw"
+    probes = list((report.get("config") or {}).get("probes") or [])
     rows = []
     for name, m in _rows(report, methods):
         worst = _get(m, "privacy", "worst") or {}
@@ -141,9 +142,10 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
             gap += f" ({-bias['reduction_vs_reference']:+.0%})"
         rows.append([_code(name), str(m.get("input", NA)), fmt_figure(_get(m, "utility", "video_top1")), cmap,
                      fmt_figure(worst.get("macro_f1")), fmt_figure(_get(m, "privacy", "normalized_leakage"), 1, 2),
-                     rank1, gap])  # fmt: skip
+                     rank1, gap, *(fmt_figure(_get(m, "utility", "probes", p, "video_top1")) for p in probes)])
     header = ["method", "input", "action top-1 (video)", "worst-case cMAP (attacker)", "macro-F1",
-              "normalized leakage", "rank-1 re-id (× chance)", "bias gap"]  # fmt: skip
+              "normalized leakage", "rank-1 re-id (× chance)", "bias gap",
+              *(f"`{p}` probe top-1" for p in probes)]  # fmt: skip
     note = (
         "Point estimate [95% bootstrap CI], in percent except normalized leakage; — = not measured. "
         "Worst case over the attacker pool (linear, MLP, k-NN, and a re-trained video model on pixel outputs), "
@@ -152,7 +154,21 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
         "0 = at chance. Bias gap: accuracy gap between groups in points (its change vs the reference). "
         f"Chance: {_chance_line(report)}."
     )
-    return _table(header, rows, "llrrrrrr") + "\n\n" + note + "\n"
+    if probes:
+        note += (" Probe columns: video-level top-1 of a linear probe on the features for a label no model was "
+                 f"trained on ({_probe_line(report, probes)}): utility beyond the trained action.")  # fmt: skip
+    return _table(header, rows, "llrrrrrr" + "r" * len(probes)) + "\n\n" + note + "\n"
+
+
+def _probe_line(report: dict, probes: list[str]) -> str:
+    """'gen_omega: above / below the training median, chance 51.0' for each probe, from any method that ran it."""
+    parts = []
+    for p in probes:
+        entry = next((m["utility"]["probes"][p] for m in _methods(report).values()
+                      if p in (_get(m, "utility", "probes") or {})), None)  # fmt: skip
+        if entry:
+            parts.append(f"`{p}`: {' / '.join(entry['classes'])}, chance {entry['chance'] * 100:.1f}")
+    return "; ".join(parts) or "not measured"
 
 
 def _attacker_table(report: dict) -> str:
@@ -299,15 +315,19 @@ def _bias_reduction(m: dict, ref_gap: float | None) -> float | None:
     return 1.0 - gap / ref_gap if gap is not None and ref_gap else None
 
 
-def check_targets(report: dict, *, leakage_max: float = 0.15, top1_drop_max: float = 0.015,
-                  reid_max_ratio: float = 2.0, bias_reduction_min: float = 0.40) -> list[dict]:  # fmt: skip
-    """The issue's targets for every prune / aam / prune+aam method that is not a sweep point: four entries each,
-    {name, method, value, threshold, met}; met is None when the value could not be measured. Boundaries count as met.
+def check_targets(report: dict, *, leakage_max: float = 0.25, top1_drop_max: float = 0.02,
+                  reid_max_ratio: float = 2.0, bias_reduction_min: float = 0.40, best_leakage_max: float = 0.15,
+                  reference_top1_min: float = 0.75) -> list[dict]:  # fmt: skip
+    """The targets, as {name, method, value, threshold, met} entries; met is None when the value could not be
+    measured. Boundaries count as met. For every prune / aam / prune+aam method that is not a sweep point:
 
     - normalized leakage of the worst attacker <= leakage_max
     - video action top-1 at most top1_drop_max below the reference's (value: the drop, as a fraction)
     - rank-1 re-identification at most reid_max_ratio x chance
     - bias gap at least bias_reduction_min smaller than the reference's (value: the relative reduction)
+
+    and two for the run: the reference's own video top-1 >= reference_top1_min (a defence can only be judged against
+    an encoder that does the task), and the best of those methods at normalized leakage <= best_leakage_max.
     """
     methods = _methods(report)
     ref_name = report.get("reference")
@@ -329,6 +349,15 @@ def check_targets(report: dict, *, leakage_max: float = 0.15, top1_drop_max: flo
             _target(f"bias gap reduction >= {bias_reduction_min:.0%}", name, _bias_reduction(m, ref_gap),
                     bias_reduction_min, at_most=False),
         ]  # fmt: skip
+    if ref is not None:
+        out.insert(0, _target(f"reference video top-1 >= {reference_top1_min * 100:g}", ref_name, ref_top1,
+                              reference_top1_min, at_most=False))  # fmt: skip
+    judged = {t["method"]: t["value"] for t in out if t["name"].startswith("normalized leakage")}
+    measured = {k: v for k, v in judged.items() if v is not None}
+    if judged:
+        best = min(measured, key=measured.get) if measured else next(iter(judged))
+        out.append(_target(f"best normalized leakage <= {best_leakage_max:g}", best, judged[best], best_leakage_max,
+                           at_most=True))  # fmt: skip
     return out
 
 

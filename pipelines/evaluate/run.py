@@ -18,10 +18,11 @@ from anon_core.evaluation import (
     evaluate_split,
     merge_pixels,
     paired_leakage,
+    task_probe,
 )
 
 from ..train.schema import LabelSchema
-from .load import corpus_labels, feature_splits, output_config, pixel_splits
+from .load import corpus_labels, feature_splits, output_config, pixel_splits, probe_classes
 
 FAMILIES = {"raw": "raw", "prune": "prune", "aam": "aam", "prune+aam": "prune+aam"}  # other modes: "baseline"
 
@@ -53,6 +54,9 @@ class EvaluateConfig:
     epochs: int = 60  # feature attackers and probes (best epoch counts)
     pixel_epochs: int = 12  # the video-model attacker
     n_boot: int = 500
+    # Manifest columns for utility probes on tasks no model was trained for (the latent-consistency claim): a numeric
+    # column with more than two values is split at its training-split median, anything else is one class per value.
+    probes: list[str] = field(default_factory=list)
     command: str = ""
 
     def validate(self) -> list[str]:
@@ -76,7 +80,8 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     from .report import check_targets, write_plots
 
     t_start = time.monotonic()
-    labels, attributes = corpus_labels(cfg.labels, cfg.label_schema)
+    labels, attributes = corpus_labels(cfg.labels, cfg.label_schema, extra=tuple(cfg.probes))
+    tasks = {c: probe_classes(labels, c) for c in cfg.probes}  # {column: (classes by uri, class names)}
     num_actions = int(labels["action_id"].max()) + 1
     kw = {"attributes": attributes, "num_actions": num_actions, "seed": cfg.seed, "n_boot": cfg.n_boot}
     evals: dict[str, Evaluation] = {}
@@ -86,6 +91,12 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
         held = output_config(m.output)
         splits = feature_splits(m.output, labels, attributes)
         ev = evaluate_split(splits["train"], splits["test"], epochs=cfg.epochs, **kw)
+        ev.figures["utility"]["probes"] = {
+            c: {**task_probe(splits["train"], splits["test"], by_uri.loc[splits["train"].video].to_numpy(),
+                             by_uri.loc[splits["test"].video].to_numpy(), seed=cfg.seed, epochs=cfg.epochs,
+                             n_boot=cfg.n_boot), "classes": names}
+            for c, (by_uri, names) in tasks.items()
+        }  # fmt: skip
         entry_input = "features"
         if held.get("keep_pixels"):
             px = pixel_splits(m.output, labels, attributes)

@@ -270,3 +270,45 @@ def test_pruner_trains_on_an_archive_of_multi_clip_videos_with_its_own_schema(tm
     assert "clips reused from" in strict.stdout and f"1 of {used} videos failed to decode" in strict.stderr
     mismatch = train_cli(["pruner", *common, "name=mismatch", "num_classes=5"], cluster_env)
     assert mismatch.returncode == 2 and "num_classes=5 but the manifest has 8" in mismatch.stderr
+
+
+@pytest.mark.timeout(900)
+def test_mae_pretrains_an_encoder_on_unlabelled_videos_and_a_supervised_run_starts_from_it(
+    small_corpus, tmp_path, cluster_env
+):
+    """`anonvid train encoder objective=mae` on a manifest of bare uris (no label column at all): the validation
+    reconstruction loss is in every checkpoint, the lowest is exported as a head-less encoder bundle that gives
+    features, and a supervised encoder starts from its weights with --init-from."""
+    import pandas as pd
+    import torch
+
+    from anon_core.models.bundle import load_bundle, read_bundle_config
+
+    labels = pd.read_parquet(small_corpus / "labels.parquet")
+    bare = tmp_path / "videos.csv"
+    pd.DataFrame({"uri": [str(small_corpus / p) for p in labels["path"]]}).to_csv(bare, index=False)
+    common = ["--config", "jobs/configs/train_encoder_tiny.yaml", f"storage_path={tmp_path}/st", "depth=2",
+              "clip_size=32", "batch_size=2", "epochs=2", "val_fraction=0.25", "motion_input=true",
+              "model_options={stem: conv, global_pool: avg, num_cls_tokens: 0, fc_norm: true}"]  # fmt: skip
+    res = train_cli(["encoder", *common, f"manifest={bare}", "objective=mae", "mask_ratio=0.75", "decoder_depth=1",
+                     "name=mae", f"out={tmp_path}/mae"], cluster_env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "[train encoder mae] epoch 2/2" in out and "best val_loss" in out
+    metrics = epoch_metrics(tmp_path / "st", "mae")
+    assert len(metrics) == 2 and all(m["val_loss"] > 0 for m in metrics)
+    cfg = read_bundle_config(str(tmp_path / "mae"))
+    assert cfg["kind"] == "encoder" and cfg["objective"] == "mae" and cfg["kwargs"]["num_classes"] == 0
+    encoder, _ = load_bundle(str(tmp_path / "mae"), expect_kind="encoder")
+    feats = encoder.forward_head(encoder.forward_features(torch.randn(2, 3, 16, 32, 32)))
+    assert feats.shape == (2, 192) and torch.isfinite(feats).all()
+
+    labelled = small_corpus / "labels.parquet"
+    wrong = train_cli(["pruner", "--config", "jobs/configs/train_pruner_tiny.yaml", f"manifest={labelled}",
+                       f"storage_path={tmp_path}/st", "objective=mae"], cluster_env)  # fmt: skip
+    assert wrong.returncode == 2 and "objective=mae pre-trains an encoder" in wrong.stderr
+    tuned = train_cli(["encoder", *common, f"manifest={labelled}", "epochs=1", "name=tuned", f"out={tmp_path}/tuned",
+                       "--init-from", f"{tmp_path}/mae"], cluster_env)  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    start = load_bundle(str(tmp_path / "tuned"), expect_kind="encoder")[0]
+    assert start.head.out_features == 8  # a fresh action head on the pre-trained body

@@ -390,9 +390,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VideoViT) -
 
 
 def load_state_dict_any(path_or_uri: str) -> dict[str, torch.Tensor]:
-    """Read a safetensors or torch .pth state dict from a local path or any fsspec URI (s3://, memory://, ...)."""
+    """Read a safetensors or torch .pth state dict from a local path or any fsspec URI (s3://, memory://, ...), or
+    the weights of a model bundle folder (e.g. an encoder pre-trained with objective=mae)."""
     from safetensors.torch import load as load_safetensors
 
+    fs, path = fsspec.core.url_to_fs(str(path_or_uri))
+    if fs.isdir(path) and fs.exists(path.rstrip("/") + "/model.safetensors"):  # a model bundle folder: its weights
+        path_or_uri = str(path_or_uri).rstrip("/") + "/model.safetensors"
     with fsspec.open(str(path_or_uri), "rb") as f:
         data = f.read()
     # safetensors opens with an 8-byte header length followed by a JSON header

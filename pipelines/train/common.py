@@ -75,7 +75,7 @@ def prepare_data(cfg, log=print, decode: bool = True) -> Prepared:
     from .clips import ClipStore, build_clip_cache
     from .schema import LabelError, carve_validation, resolve_labels
 
-    labelled = resolve_labels(cfg.manifest, cfg.label_schema)
+    labelled = resolve_labels(cfg.manifest, cfg.label_schema, needed=getattr(cfg, "needs_labels", True))
     errors = cfg.class_errors(labelled)  # before any decoding: a refused config costs nothing
     if errors:
         raise LabelError("; ".join(errors))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .common import TrainData
 
@@ -24,6 +24,11 @@ class TrainConfig(TrainData):
     manifest: str
     storage_path: str
     name: str
+    # encoder only: "mae" is masked-video pre-training (VideoMAE, anon_core/models/mae.py): no labels needed, the
+    # export is a head-less encoder (features for the AAM or the anonymize job, or --init-from for a supervised run)
+    objective: Literal["supervised", "mae"] = "supervised"
+    mask_ratio: float = 0.9  # mae: the share of tubes hidden
+    decoder_depth: int = 4  # mae: the pixel decoder's blocks (thrown away after training)
     builder: str | None = None  # a name in anon_core.models.bundle.BUILDERS; None: video_vit_tiny / pruner_tiny
     num_classes: int | None = None  # None: from the labels
     num_privacy_classes: int | None = None  # pruner only; None: the number of attribute columns
@@ -52,7 +57,12 @@ class TrainConfig(TrainData):
         if self.builder is None:
             self.builder = "pruner_tiny" if self.kind == "pruner" else "video_vit_tiny"
 
+    @property
+    def needs_labels(self) -> bool:
+        return self.objective != "mae"
+
     def model_kwargs(self, num_classes: int, num_privacy_classes: int) -> dict:
+        num_classes = 0 if self.objective == "mae" else num_classes  # a head-less encoder
         kwargs = {"num_classes": num_classes, "img_size": self.clip_size, "num_frames": self.clip_frames}
         if self.kind == "pruner":
             kwargs["num_privacy_classes"] = num_privacy_classes
@@ -65,6 +75,8 @@ class TrainConfig(TrainData):
     def class_errors(self, labelled) -> list[str]:
         from .schema import check_num_classes
 
+        if self.objective == "mae":
+            return []
         errors = check_num_classes(self.num_classes, len(labelled.classes), "num_classes")
         if self.kind == "pruner":
             errors += check_num_classes(self.num_privacy_classes, len(labelled.attributes), "num_privacy_classes")
@@ -74,6 +86,16 @@ class TrainConfig(TrainData):
         errors = self.data_errors()
         if self.kind not in ("encoder", "pruner"):
             errors.append(f"kind must be 'encoder' or 'pruner', got {self.kind!r}")
+        if self.objective not in ("supervised", "mae"):
+            errors.append(f"objective must be 'supervised' or 'mae', got {self.objective!r}")
+        if self.objective == "mae" and self.kind != "encoder":
+            errors.append("objective=mae pre-trains an encoder: use `anonvid train encoder objective=mae`, then "
+                          "start the pruner from it with --init-from")  # fmt: skip
+        if self.objective == "mae" and self.num_classes is not None:
+            errors.append("objective=mae trains no classifier head: remove num_classes")
+        if not 0 < self.mask_ratio < 1 or self.decoder_depth < 1:
+            errors.append(f"mask_ratio must lie in (0, 1) and decoder_depth be >= 1, got {self.mask_ratio}, "
+                          f"{self.decoder_depth}")  # fmt: skip
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
             errors.append("epochs, batch_size and num_workers must be >= 1")
         if not 0 <= self.warmup_frac < 1:
@@ -259,6 +281,10 @@ def run_training(cfg: TrainConfig, log=print):
     if steps < 1:
         raise TrainDataError(f"the training split has {prepared.train_clips} clips, fewer than one per worker "
                              f"(num_workers={cfg.num_workers}): add videos or lower num_workers")  # fmt: skip
-    log(f"training {cfg.kind} on {prepared.train_clips} clips ({steps} steps per epoch), validating on "
-        f"{prepared.val_clips} clips")  # fmt: skip
+    log(f"training {cfg.kind} ({cfg.objective}) on {prepared.train_clips} clips ({steps} steps per epoch), "
+        f"validating on {prepared.val_clips} clips")  # fmt: skip
+    if cfg.objective == "mae":
+        from .mae_loop import mae_train_func
+
+        return fit(mae_train_func, loop, cfg, select="val_loss", order="min", log=log)
     return fit(train_func, loop, cfg, select="val_top1", log=log)

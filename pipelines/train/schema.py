@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -68,11 +68,21 @@ class Labelled:
         return out
 
 
-def resolve_labels(manifest: str, schema: LabelSchema) -> Labelled:
+def resolve_labels(manifest: str, schema: LabelSchema, needed: bool = True) -> Labelled:
+    """needed=False (self-supervised training): every label column is optional; a manifest of bare `uri`s is all
+    training videos with no classes and no attributes, and the columns it does have are used."""
     from ..sources import list_manifest
 
     listing = list_manifest(manifest).videos
-    table = pd.DataFrame([json.loads(s or "{}") for s in listing["labels"]])
+    table = pd.DataFrame([json.loads(s or "{}") for s in listing["labels"]], index=range(len(listing)))
+    no_action = not needed and schema.action not in table.columns
+    if not needed:
+        schema = replace(schema, attributes=[c for c in schema.attributes if c in table.columns],
+                         identity=schema.identity if schema.identity in table.columns else None)  # fmt: skip
+        if no_action:
+            table[schema.action] = 0
+        if schema.split not in table.columns:
+            table[schema.split] = schema.train_split
     wanted = [schema.action, schema.split, *schema.attributes, *([schema.identity] if schema.identity else [])]
     missing = [c for c in wanted if c not in table.columns]
     if missing:
@@ -82,6 +92,8 @@ def resolve_labels(manifest: str, schema: LabelSchema) -> Labelled:
             "label_schema.attributes, label_schema.identity, label_schema.split)"
         )
     actions, classes = _action_ids(table[schema.action], schema.action, manifest, _class_names(manifest))
+    if no_action:
+        classes = []  # a self-supervised run on unlabelled videos: no classes
     videos = pd.DataFrame({
         "video_id": listing["video_id"].to_numpy(),
         "uri": listing["uri"].to_numpy(),

@@ -58,3 +58,26 @@ def test_static_clip_repeats_one_frame():
     assert clip[1, 0, 0, 0] == frame[0, 0, 0]
     with pytest.raises(ValueError, match="one"):
         static_clip(clip, 3)
+
+
+def test_a_panned_clip_is_one_frame_moving_and_visible_to_a_motion_only_encoder():
+    """The AAM's static view for an encoder with motion_input: a repeated frame minus its temporal mean is blank,
+    a panned one is not, and every frame of it is a shifted copy of the frame (no new content)."""
+    from anon_core.video import panned_clip
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    clip = panned_clip(frame, 16, np.random.default_rng(1))
+    assert clip.shape == (16, 64, 64, 3) and clip.dtype == np.uint8
+    assert np.array_equal(clip[7], frame)  # the pan is centred on the frame itself
+    still = static_clip(frame, 16).astype(np.float32)
+    assert np.abs(still - still.mean(0)).max() == 0  # what a motion-only encoder receives: nothing
+    moving = clip.astype(np.float32)
+    assert np.abs(moving - moving.mean(0)).mean() > 10
+    inner = clip[:, 8:-8, 8:-8]  # away from the repeated edges, each frame is the frame shifted by a few pixels
+    for t in (0, 15):
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if np.array_equal(inner[t], frame[8 + dy : 56 + dy, 8 + dx : 56 + dx])]  # fmt: skip
+        assert len(found) == 1 and found[0] != (0, 0)
+    with pytest.raises(ValueError, match="one"):
+        panned_clip(clip, 4, rng)

@@ -3,7 +3,7 @@
 from .errors import DecodeFailure, VideoDecodeError
 from .isolation import DecoderProcess, read_clips_isolated, run_isolated
 from .reader import Clip, DecodedVideo, VideoClipReader, iter_clips, read_clips
-from .sampling import ClipSpec, plan_clip_starts, static_clip
+from .sampling import ClipSpec, panned_clip, plan_clip_starts, static_clip
 from .source import MAX_PIXELS, VideoMeta, probe
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "read_clips",
     "read_clips_isolated",
     "run_isolated",
+    "panned_clip",
     "static_clip",
 ]

@@ -81,3 +81,23 @@ def static_clip(frame: np.ndarray, num_frames: int) -> np.ndarray:
     if frame.ndim != 3:
         raise ValueError(f"static_clip expects one (H, W, C) frame, got shape {frame.shape}")
     return np.broadcast_to(frame[None], (num_frames, *frame.shape)).copy()
+
+
+def panned_clip(frame: np.ndarray, num_frames: int, rng: np.random.Generator, travel: float = 0.1) -> np.ndarray:
+    """(H, W, 3) -> (T, H, W, 3): one frame seen through a camera panning at constant speed in a random direction,
+    `travel` of the frame side over the clip (edges repeated where the view leaves the frame).
+
+    Still content with no action in it, like static_clip, but visible to an encoder that only sees motion (a model
+    with motion_input subtracts each clip's temporal mean, so a repeated frame reaches it as zeros): the frame's
+    edges and colours move, so what two such clips of one video share is again appearance.
+    """
+    if frame.ndim != 3:
+        raise ValueError(f"panned_clip expects one (H, W, C) frame, got shape {frame.shape}")
+    h, w = frame.shape[:2]
+    reach = max(1, int(np.ceil(travel * max(h, w))))
+    padded = np.pad(frame, ((reach, reach), (reach, reach), (0, 0)), mode="edge")  # (H + 2r, W + 2r, C)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.linspace(-0.5, 0.5, num_frames)  # centred: the middle frame is the frame itself
+    dy = np.round(reach + t * reach * np.sin(angle)).astype(int)
+    dx = np.round(reach + t * reach * np.cos(angle)).astype(int)
+    return np.stack([padded[y : y + h, x : x + w] for y, x in zip(dy, dx, strict=True)])

@@ -1,6 +1,11 @@
 """AAM training data (arXiv 2511.08666): each video's frozen-encoder clip features h and the features of two static
 clips (one random frame each, repeated T times), extracted once and reused for every epoch, as the paper does.
 
+A static clip must be visible to the encoder. One that sees only motion (`motion_input`: each clip minus its
+temporal mean) receives a repeated frame as zeros, every video would give it the same features and the privacy loss
+would have nothing to push apart; for such an encoder the static view is the frame under a slow camera pan
+(`panned_clip`): still no action, but its appearance moves. static_view="auto" picks by the encoder.
+
 The clips come from the training jobs' decode-once cache (`clips.py`: decode failures are counted, logged and
 written there as error rows), so the features are one encoder pass over already-decoded clips.
 
@@ -17,7 +22,7 @@ import json
 
 import numpy as np
 
-from anon_core.video import static_clip
+from anon_core.video import panned_clip, static_clip
 
 from ..stages.workers import ModelResources, ModelRunner
 
@@ -26,13 +31,14 @@ class ExtractAamFeatures:
     """Actor: the frozen encoder loaded once; a batch of video indices in, one feature row per video out."""
 
     def __init__(self, encoder_uri: str, cache: str, max_clips: int = 8, seed: int = 0,
-                 resources: ModelResources | None = None) -> None:  # fmt: skip
+                 resources: ModelResources | None = None, static_view: str = "auto") -> None:  # fmt: skip
         from .clips import ClipStore
 
         self.runner = ModelRunner(resources)
         self.model, self.info = self.runner.load(encoder_uri, "encoder")
         self.store = ClipStore(cache)
         self.max_clips, self.seed = max_clips, seed
+        self.view = static_view_for(static_view, self.model)
 
     def _encode(self, clips: np.ndarray) -> np.ndarray:
         from anon_core.models.bundle import normalize_clips
@@ -55,7 +61,10 @@ class ExtractAamFeatures:
             frames = clips.reshape(-1, *clips.shape[2:])  # (n * T, S, S, 3)
             a, b = rng.choice(len(frames), size=2, replace=len(frames) < 2)
             T = clips.shape[1]
-            static = np.stack([static_clip(frames[a], T), static_clip(frames[b], T)])  # (2, T, S, S, 3)
+            if self.view == "pan":
+                static = np.stack([panned_clip(frames[a], T, rng), panned_clip(frames[b], T, rng)])
+            else:
+                static = np.stack([static_clip(frames[a], T), static_clip(frames[b], T)])  # (2, T, S, S, 3)
             h, z = self._encode(clips), self._encode(static)  # (n, D), (2, D)
             pad = np.zeros((self.max_clips, h.shape[1]), np.float32)
             pad[: len(h)] = h
@@ -73,8 +82,17 @@ class ExtractAamFeatures:
         }
 
 
+def static_view_for(requested: str, encoder) -> str:
+    """"still" (a repeated frame, the paper's static clip) or "pan"; "auto": pan for a motion-only encoder."""
+    if requested not in ("auto", "still", "pan"):
+        raise ValueError(f"static_view must be 'auto', 'still' or 'pan', got {requested!r}")
+    if requested == "auto":
+        return "pan" if getattr(encoder, "motion_input", False) else "still"
+    return requested
+
+
 def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_root: str, max_clips: int = 8,
-                        seed: int = 0, log=print) -> str:  # fmt: skip
+                        seed: int = 0, log=print, static_view: str = "auto") -> str:  # fmt: skip
     """The AAM rows of these videos, extracted once to Parquet under `cache_root`/aam_features/<key>/ and read from
     there by every later run with the same clips, encoder weights, max_clips and seed (an L_B-weight sweep or a
     resumed run reuses them). A `_complete.json` marker written after the files makes a half-written extraction
@@ -85,8 +103,9 @@ def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_r
 
     from anon_core.models.bundle import load_bundle
 
-    _, info = load_bundle(encoder_uri, expect_kind="encoder")
-    key = json.dumps([cache, sorted(videos), info.model_id, max_clips, seed])
+    encoder, info = load_bundle(encoder_uri, expect_kind="encoder")
+    view = static_view_for(static_view, encoder)
+    key = json.dumps([cache, sorted(videos), info.model_id, max_clips, seed] + ([view] if view != "still" else []))
     uri = f"{cache_root.rstrip('/')}/aam_features/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     fs, path = fsspec.core.url_to_fs(uri)
     if fs.exists(f"{path}/_complete.json"):
@@ -100,13 +119,13 @@ def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_r
     ds.map_batches(
         ExtractAamFeatures,
         fn_constructor_kwargs={"encoder_uri": encoder_uri, "cache": cache, "max_clips": max_clips, "seed": seed,
-                               "resources": res},  # fmt: skip
+                               "resources": res, "static_view": view},  # fmt: skip
         batch_size=8,
         **{k: v for k, v in res.ray_args().items() if k != "batch_size"},
     ).write_parquet(path, filesystem=arrow_fs)
     with fs.open(f"{path}/_complete.json", "w") as f:
         json.dump({"key": json.loads(key), "encoder": encoder_uri}, f)
-    log(f"AAM features extracted to {uri}")
+    log(f"AAM features extracted to {uri} (static view: {view})")
     return uri
 
 

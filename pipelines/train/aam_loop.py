@@ -10,6 +10,7 @@ epoch with the lowest validation objective (utility, consistency and privacy tog
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from .common import TrainData
 
@@ -28,6 +29,9 @@ class AamTrainConfig(TrainData):
     w_t: float = 1.0
     w_b: float = 1.0
     temperature: float = 0.1
+    # L_B's two views of a video: "still" (one frame repeated, the paper's), "pan" (the frame under a slow camera
+    # pan), "auto": pan when the encoder sees only motion (motion_input), to which a repeated frame is blank
+    static_view: Literal["auto", "still", "pan"] = "auto"
     depth: int = 3
     num_heads: int = 8
     max_clips: int = 8
@@ -48,6 +52,8 @@ class AamTrainConfig(TrainData):
         errors = self.data_errors()
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1 or self.max_clips < 1:
             errors.append("epochs, batch_size, num_workers and max_clips must be >= 1")
+        if self.static_view not in ("auto", "still", "pan"):
+            errors.append(f"static_view must be 'auto', 'still' or 'pan', got {self.static_view!r}")
         return errors
 
 
@@ -165,7 +171,8 @@ def run_aam_training(cfg: AamTrainConfig, log=print):
     prepared = prepare_data(cfg, log)
     loop = prepared.loop_config()
     features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,
-                                   local_or_uri(cfg.storage_path), cfg.max_clips, cfg.seed, log)  # fmt: skip
+                                   local_or_uri(cfg.storage_path), cfg.max_clips, cfg.seed, log,
+                                   cfg.static_view)  # fmt: skip
     dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
     log(f"training the AAM on {len(loop['train_videos'])} videos, validating on {len(loop['val_videos'])}")
     config = {**asdict(cfg), **loop, "dim": dim, "features": features, "num_actions": len(prepared.labelled.classes)}

@@ -5,11 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import anonymize, bench, benchmark, demo, evaluate, probe, runs, submit, synth, train, validate_config
+from .commands import (
+    anonymize,
+    bench,
+    benchmark,
+    demo,
+    evaluate,
+    import_encoder,
+    probe,
+    runs,
+    submit,
+    synth,
+    train,
+    validate_config,
+)
 
 COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": train, "evaluate": evaluate,
             "benchmark": benchmark, "demo": demo, "validate-config": validate_config, "submit": submit,
-            "runs": runs, "bench": bench}  # fmt: skip
+            "runs": runs, "bench": bench, "import-encoder": import_encoder}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

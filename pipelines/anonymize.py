@@ -18,6 +18,7 @@ import re
 import socket
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ class AnonymizeConfig:
     keep_ratio: float | None = None  # None: the pruner bundle's own
     lambda_priv: float | None = None
     keep_pixels: int = 0  # > 0: store each clip's anonymized pixels at this size (8 frames), for the pixel attacker
+    # Manifest columns the output rows carry as JSON `labels`. None: only the manifest's own id (sources.ID_COLUMNS),
+    # never the rest, which may be exactly what anonymizing hides (skin tone, gender, identity); [] carries none.
+    label_columns: list[str] | None = None
     clip_frames: int = 16
     clip_stride: int = 2
     clip_size: int = 112
@@ -80,11 +84,19 @@ class AnonymizeConfig:
             errors.append("give the videos: input (a folder or s3:// prefix; the positional argument) or manifest")
         if self.input is not None and self.manifest is not None:
             errors.append("give input or manifest, not both")
+        if self.label_columns and self.manifest is None:
+            errors.append(f"label_columns (--label-column) name manifest columns, but the input is a folder: list the "
+                          f"videos in a manifest (--manifest), or drop {self.label_columns}")  # fmt: skip
         if self.mode == "raw" and not self.allow_raw:
             errors.append(
                 "mode raw stores un-anonymized features: exactly what anonvid exists to prevent. It is meant only as "
                 "an evaluation baseline; pass --allow-raw (allow_raw: true) to confirm"
             )
+        if self.keep_pixels and not self.anonymizes_pixels() and self.mode != "raw" and not self.allow_raw:
+            errors.append(f"--keep-pixels with mode {self.mode} stores each clip's raw pixels (no stage of this mode "
+                          "changes pixels: the AAM anonymizes features): drop --keep-pixels, use a mode that changes "
+                          "pixels (prune, prune+aam, blur, down2, down4, blacken), or pass --allow-raw (allow_raw: "
+                          "true) to confirm raw pixels for an evaluation (docs/privacy.md)")  # fmt: skip
         for kind, needed in self.needs().items():
             if needed and not getattr(self, kind):
                 article = "an" if kind[0] in "ae" else "a"
@@ -118,6 +130,11 @@ class AnonymizeConfig:
 
     def needs(self) -> dict[str, bool]:
         return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode}
+
+    def anonymizes_pixels(self) -> bool:
+        """Whether a pixel stage (the pruner's mask, a baseline's transform) changes each clip before --keep-pixels
+        stores it: pipeline_stages places those stages, and this, by the same rule (table in docs/privacy.md)."""
+        return self.needs()["pruner"] or self.mode in BASELINE_MODES
 
 
 class PreflightError(ValueError):
@@ -173,7 +190,8 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     if problems:
         raise PreflightError("; ".join(problems))
     spec = cfg.spec
-    listing = list_input(cfg.input, cfg.manifest)
+    labels = "own_id" if cfg.label_columns is None else cfg.label_columns
+    listing = list_input(cfg.input, cfg.manifest, label_columns=labels)
     store = OutputStore(cfg.output)
     store.check_writable()
 
@@ -202,6 +220,13 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
                 errors.append(f"--keep-ratio: {e}")
         if kind == "encoder":
             encoder_dim = model.embed_dim
+            if cfg.needs()["pruner"] and getattr(model, "patch_embed", None) is None:
+                errors.append(
+                    f"mode {cfg.mode} needs a tubelet ViT encoder (a video_vit_* bundle), and {uri} is "
+                    f"{info.builder}: the pruner blacks out whole tubelets, which only a ViT on the pruner's tubelet "
+                    "grid sees as dropped tokens (other encoders mix the black into their neighbours' features). Use "
+                    "this encoder with --mode aam, or pass a video_vit encoder for pruning"
+                )
     if "aam" in models and "encoder" in models and models["aam"].extra.get("embed_dim") != encoder_dim:
         errors.append(
             f"the AAM {cfg.aam} works on {models['aam'].extra.get('embed_dim')}-d features but the encoder "
@@ -220,6 +245,8 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     }
     if cfg.keep_pixels:  # only when asked, so outputs without pixels keep their earlier config hash
         output_config["keep_pixels"] = cfg.keep_pixels
+    if cfg.label_columns is not None:  # likewise: one output holds one set of label columns
+        output_config["label_columns"] = list(cfg.label_columns)
     output_config["config_hash"] = config_hash(output_config)
     run_id = cfg.run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
@@ -404,7 +431,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
     counts = {"ok": 0, "failed": 0}
     clips, errors_by_type, seconds = 0, {}, {}
     seen: set[str] = set()
-    aborted = None
+    aborted = trace = None
     if len(plan.todo):
         connect(cfg.address)
         _check_gpus(cfg)
@@ -427,6 +454,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
                     progress(len(seen), len(plan.todo))
         except Exception as e:  # the run stops, but what it committed stays committed and is recorded below
             aborted = f"{type(e).__name__}: {e}"
+            trace = traceback.format_exc()  # where it failed: Ray's errors carry the worker's traceback in it too
     elapsed = time.perf_counter() - t0
     repaired_after = store.repair()  # a retried sink task may have left a shard its videos were re-committed from
     committed = store.committed()
@@ -462,6 +490,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
     }
     if aborted:
         summary["aborted"] = aborted[:4000]
+        summary["traceback"] = trace[-20000:]  # its end names the error; the record stays small
     summary["ok"] = not incomplete and not aborted and failed_fraction <= cfg.max_failed_fraction
     summary["status"] = ("aborted" if aborted else "incomplete" if incomplete else
                          "ok" if summary["ok"] else "failed")  # fmt: skip

@@ -2,7 +2,11 @@
 
     OUT/preview/<video_id>.mp4      the masked clips, concatenated: exactly what the encoder saw (pruned tubelets black)
     OUT/preview/contact_sheet.png   one row per video; for the first, middle and last frame of its first clip:
-                                    original | removed tubelets tinted red on the tubelet grid | masked
+                                    the masked frame on the tubelet grid (removed tubelets black)
+                                    with allow_raw: original | removed tubelets tinted red on the grid | masked
+
+A preview sits in the output beside the features, so by default it shows only anonymized pixels: the original frame
+and the red tint (under which the content stays recognisable) need the same --allow-raw as raw pixels do.
 
 The clips go through the pipeline's own PruneClips stage (called on a plain dict, no Ray), so the masks are the ones
 the run applied, not a re-implementation of them. It runs on the driver's CPU in fp32: a run on GPUs (bf16) may
@@ -20,13 +24,15 @@ import numpy as np
 from .store import OutputStore
 
 CLIPS_PER_VIDEO = 4  # a preview is for looking at, not for coverage: a few clips spread over the video are enough
-SEP = 2  # px between the three tiles of one frame
+SEP = 2  # px between the tiles of one frame
 GAP = 8  # px between frames and between videos: wider than SEP, so the triplets read as groups
 HEADER = 16  # px of captions above the first row
 RED = np.array([255, 0, 0], dtype=np.float32)
 TINT = 0.5  # alpha of the red over removed tubelets: the content stays recognisable under it
 GRID_SHADE = 0.5  # grid lines: the pixel darkened by half, visible on bright and tinted areas alike
 BACKGROUND = 255
+CAPTIONS = ("frame {t}, masked",)  # the tiles of one frame
+CAPTIONS_RAW = ("frame {t}", "removed (red)", "masked")  # with allow_raw
 
 
 def write_preview(plan, n: int, *, clips_per_video: int = CLIPS_PER_VIDEO) -> dict:
@@ -72,11 +78,11 @@ def write_preview(plan, n: int, *, clips_per_video: int = CLIPS_PER_VIDEO) -> di
             _write_mp4(masked.reshape(-1, *masked.shape[2:]), local, fps)  # (C * T, S, S, 3)
             videos.append(_upload(store, local, f"{vid}.mp4"))
             video_ids.append(vid)
-            rows.append(_sheet_row(clips[0], masked[0], keep_tubelets[0], prune.tubelet))
+            rows.append(_sheet_row(clips[0], masked[0], keep_tubelets[0], prune.tubelet, cfg.allow_raw))
         sheet = None
         if rows:
             local = os.path.join(tmp, "contact_sheet.png")
-            _sheet(rows, spec).save(local, optimize=True)
+            _sheet(rows, spec, CAPTIONS_RAW if cfg.allow_raw else CAPTIONS).save(local, optimize=True)
             sheet = _upload(store, local, "contact_sheet.png")
     return {
         "contact_sheet": sheet,
@@ -154,43 +160,49 @@ def _frames_shown(num_frames: int) -> list[int]:
     return sorted({0, num_frames // 2, num_frames - 1})
 
 
-def _sheet_row(clip: np.ndarray, masked: np.ndarray, keep: np.ndarray, tubelet) -> list[np.ndarray]:
-    """For each shown frame: original, overlay (removed tubelets tinted red, tubelet grid), masked; each (S, S, 3)."""
+def _sheet_row(clip: np.ndarray, masked: np.ndarray, keep: np.ndarray, tubelet, allow_raw: bool) -> list[np.ndarray]:
+    """For each shown frame, each (S, S, 3): the masked frame on the tubelet grid; with allow_raw the original, the
+    original with the removed tubelets tinted red on the grid, and the masked frame."""
     t_size, p_h, p_w = tubelet
     tiles = []
     for t in _frames_shown(len(clip)):
-        frame = clip[t].astype(np.float32)
         removed = ~keep[t // t_size].repeat(p_h, axis=0).repeat(p_w, axis=1)  # (Hp, Wp) -> (S, S)
-        over = frame.copy()
-        over[removed] = (1 - TINT) * over[removed] + TINT * RED
+        if allow_raw:
+            over = clip[t].astype(np.float32)
+            over[removed] = (1 - TINT) * over[removed] + TINT * RED
+        else:  # the masked frame, with the removed tubelets black whatever the mask left there
+            over = masked[t].astype(np.float32)
+            over[removed] = 0
         over[p_h::p_h, :] *= GRID_SHADE  # one-pixel lines on the tubelet boundaries
         over[:, p_w::p_w] *= GRID_SHADE
-        tiles += [clip[t], over.round().clip(0, 255).astype(np.uint8), masked[t]]
+        over = over.round().clip(0, 255).astype(np.uint8)
+        tiles += [clip[t], over, masked[t]] if allow_raw else [over]
     return tiles
 
 
-def _sheet(rows: list[list[np.ndarray]], spec):
+def _sheet(rows: list[list[np.ndarray]], spec, captions: tuple[str, ...]):
     """Rows of tiles -> one PIL image: SEP between the tiles of a frame, GAP between frames and between videos."""
     from PIL import Image, ImageDraw
 
-    s, per_row = spec.size, len(rows[0])
+    s, k, per_row = spec.size, len(captions), len(rows[0])
     frames = _frames_shown(spec.num_frames)
-    width = len(frames) * (3 * s + 2 * SEP) + (len(frames) - 1) * GAP
+    width = len(frames) * (k * s + (k - 1) * SEP) + (len(frames) - 1) * GAP
     height = HEADER + len(rows) * s + (len(rows) - 1) * GAP
     canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     for r, tiles in enumerate(rows):
         top = HEADER + r * (s + GAP)
         for i, tile in enumerate(tiles):
-            left = _tile_left(i, s)
+            left = _tile_left(i, s, k)
             canvas[top : top + s, left : left + s] = tile
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     for i in range(per_row):
-        caption = (f"frame {frames[i // 3]}", "removed (red)", "masked")[i % 3]
-        draw.text((_tile_left(i, s) + 2, 2), caption, fill=(0, 0, 0))
+        caption = captions[i % k].format(t=frames[i // k])
+        draw.text((_tile_left(i, s, k) + 2, 2), caption, fill=(0, 0, 0))
     return image
 
 
-def _tile_left(i: int, s: int) -> int:
-    group, k = divmod(i, 3)
-    return group * (3 * s + 2 * SEP + GAP) + k * (s + SEP)
+def _tile_left(i: int, s: int, k: int) -> int:
+    """Left edge of the i-th tile of a row with k tiles per frame."""
+    group, j = divmod(i, k)
+    return group * (k * s + (k - 1) * SEP + GAP) + j * (s + SEP)

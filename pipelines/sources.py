@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import fsspec
 import pandas as pd
@@ -20,6 +22,10 @@ VIDEO_EXTENSIONS = (
     ".ogv",
 )  # fmt: skip
 LISTING_COLUMNS = ["video_id", "uri", "size_bytes", "version", "labels"]
+# A manifest's own name for its videos, the first of these it has: all an anonymize output carries by default, since
+# every other column (skin_dark, gender_proxy, identity, ...) may be exactly what anonymizing hides.
+ID_COLUMNS = ("video_id", "id")
+LabelColumns = Sequence[str] | Literal["all", "own_id"]
 
 
 class InputError(ValueError):
@@ -76,9 +82,11 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
     return Listing(pd.DataFrame(rows, columns=LISTING_COLUMNS), other, source)
 
 
-def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing:
+def list_manifest(manifest: str, storage_options: dict | None = None, label_columns: LabelColumns = "all") -> Listing:
     """Parquet or CSV with a `uri` column (or `path`, relative to the manifest's folder, as `anonvid synth`'s
-    labels.parquet has); every other column is kept per video as JSON `labels`."""
+    labels.parquet has); other columns are kept per video as JSON `labels`: "all" of them (training and evaluation
+    read their targets there), "own_id" (the first of ID_COLUMNS the manifest has, else none: the anonymize job's
+    default) or the named ones."""
     with fsspec.open(manifest, "rb", **(storage_options or {})) as f:
         if manifest.lower().endswith((".parquet", ".pq")):
             table = pd.read_parquet(f)
@@ -90,7 +98,7 @@ def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing
         table = table.rename(columns={"path": "uri"})
     if "uri" not in table.columns:
         raise InputError(f"manifest {manifest} has no `uri` (or `path`) column (columns: {list(table.columns)})")
-    label_cols = [c for c in table.columns if c != "uri"]
+    label_cols = _label_columns(manifest, [c for c in table.columns if c != "uri"], label_columns)
     base = os.path.dirname(manifest) if "://" not in manifest else manifest.rsplit("/", 1)[0]
     rows, seen = [], {}
     for rec in table.to_dict("records"):
@@ -117,17 +125,35 @@ def list_manifest(manifest: str, storage_options: dict | None = None) -> Listing
     return Listing(videos, 0, manifest)
 
 
+def _label_columns(manifest: str, available: list[str], wanted: LabelColumns) -> list[str]:
+    if isinstance(wanted, str) and wanted not in ("all", "own_id"):  # a bare name would be read letter by letter
+        raise ValueError(f"label_columns must be 'all', 'own_id' or a list of column names, got {wanted!r}")
+    if wanted == "all":
+        return available
+    if wanted == "own_id":
+        return [c for c in ID_COLUMNS if c in available][:1]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise InputError(f"manifest {manifest} has no column {missing} to keep as labels (its columns: "
+                         f"{sorted(available)}): name only those with --label-column (label_columns)")  # fmt: skip
+    return list(wanted)
+
+
 def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
     return None if isinstance(value, float) and value != value else value
 
 
-def list_input(source: str | None, manifest: str | None = None, storage_options: dict | None = None) -> Listing:
+def list_input(
+    source: str | None, manifest: str | None = None, storage_options: dict | None = None,
+    label_columns: LabelColumns = "all",
+) -> Listing:  # fmt: skip
+    """A folder/prefix (no labels) or a manifest (`label_columns`: see list_manifest)."""
     if bool(source) == bool(manifest):
         raise InputError("give exactly one input: a folder/prefix (INPUT) or --manifest FILE")
     if manifest:
-        listing = list_manifest(manifest, storage_options)
+        listing = list_manifest(manifest, storage_options, label_columns)
     else:
         listing = list_prefix(source, storage_options=storage_options)
     if listing.videos.empty:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,51 @@ PREFLIGHT = {  # case -> what the message must say (the problem and its fix)
     "clip_size_mismatch": ["112px", "64px", "--clip-size 112"],
     "raw_without_allow_raw": ["--allow-raw"],
     "mode_needs_pruner": ["needs a pruner model", "--pruner"],
+    "aam_keep_pixels_without_allow_raw": ["--keep-pixels", "mode aam", "raw", "--allow-raw"],
+    "truncated_weights": ["model.safetensors is damaged", "write the bundle again"],
+    "random_weights": ["model.safetensors is damaged", "write the bundle again"],
+    "checkpoint_kwarg_path": ["kwargs.checkpoint", "/etc/hostname", "refused", "Remove `checkpoint`"],
+    "checkpoint_kwarg_uri": ["kwargs.checkpoint", "http://127.0.0.1:9/weights.safetensors", "refused"],
+    "unknown_builder_kwarg": ["video_vit_tiny does not take", "bogus", "write it again"],
+    "label_column_not_in_manifest": ["no column ['skin_tone']", "'gender_proxy'", "'video_id'", "--label-column"],
+    "label_column_without_manifest": ["--label-column", "name manifest columns", "--manifest"],
 }
+
+
+def _truncate(folder: Path) -> None:
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _random_bytes(folder: Path) -> None:
+    (folder / "model.safetensors").write_bytes(np.random.default_rng(5).integers(0, 256, 4096, np.uint8).tobytes())
+
+
+def _kwarg(key: str, value) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config["kwargs"][key] = value
+        (folder / "config.json").write_text(json.dumps(config))
+
+    return change
+
+
+BAD_BUNDLES = {  # a copy of the tiny encoder, damaged or made hostile
+    "truncated_weights": _truncate,
+    "random_weights": _random_bytes,
+    # build_model pops `checkpoint` and loads it: a bundle must not make the job read or fetch other files
+    "checkpoint_kwarg_path": _kwarg("checkpoint", "/etc/hostname"),
+    "checkpoint_kwarg_uri": _kwarg("checkpoint", "http://127.0.0.1:9/weights.safetensors"),
+    "unknown_builder_kwarg": _kwarg("bogus", 1),
+}
+
+
+def damaged_bundle(src: str, dst: Path, damage) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    damage(dst)
+    return str(dst)
 
 
 @pytest.mark.parametrize("case", sorted(PREFLIGHT))
@@ -151,6 +196,14 @@ def test_preflight_errors_exit_2_with_the_fix(case, tiny_models, corpus, tmp_pat
         args = [*manifest, "--mode", "raw", "--encoder", tiny_models["encoder"]]
     elif case == "mode_needs_pruner":
         args = [*manifest, "--mode", "prune", "--encoder", tiny_models["encoder"]]
+    elif case == "aam_keep_pixels_without_allow_raw":
+        args = [*mode_args("aam", tiny_models, manifest), "--keep-pixels", "56"]
+    elif case in BAD_BUNDLES:
+        args[args.index("--encoder") + 1] = damaged_bundle(tiny_models["encoder"], tmp_path / case, BAD_BUNDLES[case])
+    elif case == "label_column_not_in_manifest":
+        args += ["--label-column", "split", "--label-column", "skin_tone"]
+    elif case == "label_column_without_manifest":
+        args = [*mode_args("prune+aam", tiny_models, [str(corpus / "videos")]), "--label-column", "split"]
 
     rc = anonymize(out, args)
     err = capfd.readouterr().err
@@ -158,6 +211,7 @@ def test_preflight_errors_exit_2_with_the_fix(case, tiny_models, corpus, tmp_pat
     assert "anonvid anonymize:" in err
     for words in PREFLIGHT[case]:
         assert words in err, (words, err)
+        assert all(w in line for line in err.splitlines() if words in line for w in PREFLIGHT[case]), err  # one line
     assert "Traceback" not in err
     assert not (out / "features").exists() and not (out / "_commits").exists()
 
@@ -180,6 +234,82 @@ def test_run_id_that_would_leave_the_output_is_a_config_error(run_id, tiny_model
 def test_run_id_of_safe_characters_is_accepted(tiny_models, corpus, tmp_path, no_pipeline):
     args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--dry-run"]
     assert anonymize(tmp_path / "out", [*args, "--run-id", "nightly-2026.11.22_T10"]) == 0
+
+
+PIXELS_STORED = {  # mode -> the stage whose output --keep-pixels stores (docs/privacy.md); None: the decoded clip
+    "prune": "prune", "prune+aam": "prune", "blur": "pixel baseline blur", "down2": "pixel baseline down2",
+    "down4": "pixel baseline down4", "blacken": "pixel baseline blacken", "aam": None, "raw": None,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", sorted(PIXELS_STORED))
+def test_kept_pixels_are_anonymized_unless_allow_raw(mode, tiny_models, corpus, tmp_path, no_pipeline):
+    """--keep-pixels stores the clip as it leaves the pixel stages: modes without one (aam, raw) would store the raw
+    clip, which only --allow-raw permits; the others need no flag."""
+    from pipelines.anonymize import AnonymizeConfig, pipeline_stages, preflight
+
+    kw = dict(output=str(tmp_path / "out"), manifest=str(corpus / "labels.parquet"), mode=mode, keep_pixels=56,
+              encoder=tiny_models["encoder"], pruner=tiny_models["pruner"], aam=tiny_models["aam"])  # fmt: skip
+    raw = PIXELS_STORED[mode] is None
+    refused = [e for e in AnonymizeConfig(**kw).validate() if "--allow-raw" in e]
+    assert bool(refused) == raw, refused
+    assert AnonymizeConfig(**kw, allow_raw=True).validate() == []
+    names = [name for name, _, _ in pipeline_stages(preflight(AnonymizeConfig(**kw, allow_raw=True)))]
+    before = names[: names.index("keep pixels")]
+    assert before[2:] == ([] if raw else [PIXELS_STORED[mode]])  # after plan segments and decode clips
+
+
+def test_output_labels_default_to_the_manifests_own_id(tiny_models, corpus, tmp_path, no_pipeline):
+    """The manifest's private columns (skin_dark, gender_proxy, identity, ...) never reach the output unless named:
+    the rows the sink writes carry the plan's `labels`, by default only the manifest's own `video_id`."""
+    import pandas as pd
+
+    from pipelines.anonymize import preflight
+
+    manifest = pd.read_parquet(corpus / "labels.parquet")
+    assert {"skin_dark", "gender_proxy", "identity"} <= set(manifest.columns)
+    own_id = {os.path.basename(p): v for p, v in zip(manifest["path"], manifest["video_id"], strict=True)}
+
+    def planned_labels(*extra: str) -> dict[str, dict | None]:
+        args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), *extra]
+        plan = preflight(config_from_args(build_parser().parse_args(["anonymize", *args, "--out", str(tmp_path)])))
+        assert len(plan.todo) == N_VIDEOS
+        return {os.path.basename(u): json.loads(s) if isinstance(s, str) else None
+                for u, s in zip(plan.todo["uri"], plan.todo["labels"], strict=True)}  # fmt: skip
+
+    assert planned_labels() == {name: {"video_id": v} for name, v in own_id.items()}
+    named = planned_labels("--label-column", "split", "--label-column", "action")
+    assert {name: set(lab) for name, lab in named.items()} == dict.fromkeys(own_id, {"split", "action"})
+    assert planned_labels("label_columns=[]") == dict.fromkeys(own_id)
+
+
+def test_an_aborted_run_records_its_traceback(tiny_models, corpus, tmp_path, monkeypatch):
+    """A run that dies mid-way (here: building the pipeline) is recorded as aborted, and its run record keeps the
+    traceback: the one-line reason alone does not say where a cluster-side failure came from."""
+    import pipelines.anonymize as pipeline
+
+    def build_fails(plan):
+        raise RuntimeError("the cluster went away")
+
+    monkeypatch.setattr(pipeline, "connect", lambda address=None: None)  # no Ray: the failure comes first
+    monkeypatch.setattr(pipeline, "_check_cpus", lambda plan: None)
+    monkeypatch.setattr(pipeline, "_check_gpus", lambda cfg: None)
+    monkeypatch.setattr(pipeline, "build_pipeline", build_fails)
+    out = tmp_path / "out"
+    args = [*mode_args("aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--out", str(out)]
+    plan = pipeline.preflight(config_from_args(build_parser().parse_args(["anonymize", *args])))
+    summary = pipeline.run_pipeline(plan, log=io.StringIO())
+
+    record = json.loads((out / "_runs" / f"{plan.run_id}.json").read_text())
+    assert record["status"] == summary["status"] == "aborted" and not record["ok"]
+    assert record["aborted"] == "RuntimeError: the cluster went away"
+    tb = record["traceback"]
+    assert tb.startswith("Traceback (most recent call last):") and "in build_fails" in tb, tb
+    assert tb.rstrip().endswith("RuntimeError: the cluster went away")
+    printed = io.StringIO()
+    print_summary(summary, out=printed)
+    assert "ABORTED: RuntimeError: the cluster went away" in printed.getvalue()
+    assert f"traceback in {summary['run_record']}" in printed.getvalue()
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_path, no_pipeline):

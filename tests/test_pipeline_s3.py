@@ -154,7 +154,7 @@ def test_s3_manifest_to_local_output(ray_session, s3_data, capsys, tmp_path):
     out = tmp_path / "out"
     rc, summary = anonymize(
         capsys, ["--manifest", "s3://in-bucket/manifests/six.csv"], str(out), s3_data["models"],
-        "--max-failed-fraction", "0.2",
+        "--max-failed-fraction", "0.2", "--label-column", "split",
     )  # fmt: skip
     assert rc == 0, summary
     assert (summary["videos_listed"], summary["videos_ok"], summary["videos_failed"]) == (7, 6, 1)
@@ -162,8 +162,8 @@ def test_s3_manifest_to_local_output(ray_session, s3_data, capsys, tmp_path):
 
     feats = pd.read_parquet(out / "features")
     assert sorted(feats["source_uri"]) == videos  # one clip each, every s3:// URI once
-    labels = feats.set_index("source_uri")["labels"].map(json.loads)
-    assert [labels[u]["split"] for u in videos] == ["train"] * 3 + ["test"] * 3
+    labels = feats.set_index("source_uri")["labels"].map(json.loads)  # the column named, and no other
+    assert [labels[u] for u in videos] == [{"split": "train"}] * 3 + [{"split": "test"}] * 3
     errors = pd.read_parquet(out / "errors")
     assert errors["uri"].tolist() == [missing] and errors["error_type"].tolist() == ["not_found"]
     commits = {p.stem: json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")}

@@ -22,11 +22,45 @@ from pipelines.store import OutputStore
 
 
 def make_plan(out: str, corpus, models, mode="prune", **kw):
+    kw.setdefault("allow_raw", mode == "raw")
     cfg = AnonymizeConfig(
-        output=out, input=str(corpus / "videos"), mode=mode, allow_raw=mode == "raw",
+        output=out, input=str(corpus / "videos"), mode=mode,
         encoder=models["encoder"], pruner=models["pruner"], aam=models["aam"], **kw,
     )  # fmt: skip
     return preflight(cfg)
+
+
+def sheet_tiles(result: dict, plan, per_frame: int) -> dict[str, list[np.ndarray]]:
+    """video_id -> the contact sheet's tiles of its row, left to right, each (S, S, 3)."""
+    s = plan.config.clip_size
+    frames = len(preview._frames_shown(plan.config.clip_frames))
+    with fsspec.open(result["contact_sheet"], "rb") as f:
+        sheet = np.asarray(Image.open(f).convert("RGB"))
+    assert sheet.shape[:2] == (
+        preview.HEADER + len(result["video_ids"]) * s + (len(result["video_ids"]) - 1) * preview.GAP,
+        frames * (per_frame * s + (per_frame - 1) * preview.SEP) + (frames - 1) * preview.GAP,
+    )
+    tiles = {}
+    for r, vid in enumerate(result["video_ids"]):
+        top = preview.HEADER + r * (s + preview.GAP)
+        lefts = [g * (per_frame * s + (per_frame - 1) * preview.SEP + preview.GAP) + j * (s + preview.SEP)
+                 for g in range(frames) for j in range(per_frame)]  # fmt: skip
+        tiles[vid] = [sheet[top : top + s, left : left + s] for left in lefts]
+    return tiles
+
+
+def first_clip_and_mask(plan, vid: str, pruner_uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The video's first clip (T, S, S, 3), its kept-pixel mask (T, S, S) as the pruner computes it, and the pixels
+    off the tubelet grid lines the sheet draws (S, S)."""
+    listed = plan.listing.videos
+    clips = read_clips(listed.loc[listed["video_id"] == vid, "uri"].item(), plan.config.spec).clips
+    model, info = load_bundle(pruner_uri, expect_kind="pruner")
+    with torch.inference_mode():
+        out = model(normalize_clips(torch.from_numpy(clips), info.input["mean"], info.input["std"]))
+    s, p = plan.config.clip_size, model.patch_embed.tubelet[1]
+    off_grid = np.ones((s, s), bool)
+    off_grid[p::p] = off_grid[:, p::p] = False
+    return clips[0], out.pixel_mask()[:, 0].reshape(len(clips), -1, s, s).numpy()[0], off_grid
 
 
 def commit(plan, statuses: dict[int, str]) -> None:
@@ -62,12 +96,7 @@ def test_preview_shows_what_was_removed(tmp_path, tiny_models, small_corpus):
     assert result["kept_fraction"] == pytest.approx(expected_kept_fraction(tiny_models["pruner"], None), abs=1e-6)
 
     s = plan.config.clip_size
-    frames = len(preview._frames_shown(plan.config.clip_frames))
-    sheet = Image.open(result["contact_sheet"])
-    assert sheet.size == (
-        frames * (3 * s + 2 * preview.SEP) + (frames - 1) * preview.GAP,
-        preview.HEADER + 2 * s + preview.GAP,  # one row per video
-    )
+    assert len(sheet_tiles(result, plan, per_frame=1)) == 2  # one row per video, one tile per frame (no allow_raw)
 
     model, info = load_bundle(tiny_models["pruner"], expect_kind="pruner")
     for vid, uri in zip(result["video_ids"], result["videos"], strict=True):
@@ -84,6 +113,37 @@ def test_preview_shows_what_was_removed(tmp_path, tiny_models, small_corpus):
         assert shown[~keep].mean() < 8  # pruned tubelets are black, up to h264's error at their edges
         original = clips.reshape(-1, s, s, 3)
         assert np.abs(shown[keep].astype(int) - original[keep]).mean() < 8  # kept ones are the clip itself
+
+
+def test_preview_without_allow_raw_shows_only_the_anonymized_pixels(tmp_path, tiny_models, small_corpus):
+    """The preview sits in the output: by default its contact sheet holds no original frame and no tint under which
+    a removed tubelet stays recognisable, only the masked frame with the removed tubelets black."""
+    plan = make_plan(str(tmp_path / "out"), small_corpus, tiny_models, mode="prune+aam")
+    assert not plan.config.allow_raw
+    commit(plan, {0: "ok", 1: "ok"})
+    result = write_preview(plan, 2)
+    shown = preview._frames_shown(plan.config.clip_frames)
+    for vid, tiles in sheet_tiles(result, plan, per_frame=1).items():
+        clip, keep, off_grid = first_clip_and_mask(plan, vid, tiny_models["pruner"])
+        assert (~keep).any() and keep.any()
+        for tile, t in zip(tiles, shown, strict=True):
+            assert not tile[~keep[t]].any(), "a removed tubelet shows through"
+            inside = keep[t] & off_grid
+            assert np.array_equal(tile[inside], clip[t][inside])  # kept tubelets are the clip itself
+
+
+def test_preview_with_allow_raw_shows_the_original_beside_the_mask(tmp_path, tiny_models, small_corpus):
+    plan = make_plan(str(tmp_path / "out"), small_corpus, tiny_models, allow_raw=True)
+    commit(plan, {0: "ok"})
+    result = write_preview(plan, 1)
+    shown = preview._frames_shown(plan.config.clip_frames)
+    ((vid, tiles),) = sheet_tiles(result, plan, per_frame=3).items()
+    clip, keep, _ = first_clip_and_mask(plan, vid, tiny_models["pruner"])
+    for g, t in enumerate(shown):
+        original, tinted, masked = tiles[3 * g : 3 * g + 3]
+        assert np.array_equal(original, clip[t])
+        assert tinted[~keep[t]].any()  # the content under the red tint
+        assert not masked[~keep[t]].any()
 
 
 def test_keep_ratio_override_reaches_the_pruner(tmp_path, tiny_models, small_corpus):

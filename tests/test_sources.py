@@ -192,3 +192,46 @@ def test_manifest_without_uri_or_path_column_or_of_unknown_format(tmp_path):
     (tmp_path / "m.json").write_text("[]")
     with pytest.raises(InputError, match="must be .parquet or .csv"):
         list_input(None, manifest=str(tmp_path / "m.json"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which manifest columns travel as labels. Training and evaluation read every column ("all", the default); the
+# anonymize job keeps only those the user names, by default the manifest's own id ("own_id").
+
+PRIVATE = {"skin_dark": [1, 0], "gender_proxy": [0, 1], "identity": [3, 7]}
+
+
+def private_manifest(tmp_path, **id_columns) -> str:
+    root = make_folder(tmp_path / "in")
+    manifest = tmp_path / "m.csv"
+    table = {"uri": [str(root / "a.mp4"), str(root / "c.webm")], **id_columns, "split": ["train", "test"], **PRIVATE}
+    pd.DataFrame(table).to_csv(manifest, index=False)
+    return str(manifest)
+
+
+@pytest.mark.parametrize(("id_columns", "want"), [
+    ({"video_id": ["va", "vc"]}, [{"video_id": "va"}, {"video_id": "vc"}]),
+    ({"id": ["ia", "ic"]}, [{"id": "ia"}, {"id": "ic"}]),
+    ({"video_id": ["va", "vc"], "id": ["ia", "ic"]}, [{"video_id": "va"}, {"video_id": "vc"}]),  # video_id first
+    ({}, [None, None]),  # no id column: no labels at all
+])  # fmt: skip
+def test_own_id_labels_keep_only_the_manifests_own_id(tmp_path, id_columns, want):
+    v = list_input(None, manifest=private_manifest(tmp_path, **id_columns), label_columns="own_id").videos
+    assert [None if s is None else json.loads(s) for s in v["labels"]] == want
+
+
+def test_named_label_columns_are_the_only_ones_kept(tmp_path):
+    manifest = private_manifest(tmp_path, video_id=["va", "vc"])
+    v = list_input(None, manifest=manifest, label_columns=["split", "video_id"]).videos
+    assert [json.loads(s) for s in v["labels"]] == [{"split": "train", "video_id": "va"},
+                                                    {"split": "test", "video_id": "vc"}]  # fmt: skip
+    assert list_input(None, manifest=manifest, label_columns=[]).videos["labels"].isna().all()
+    everything = list_input(None, manifest=manifest).videos  # the default: what training and evaluation read
+    assert set(json.loads(everything["labels"][0])) == {"video_id", "split", *PRIVATE}
+
+
+def test_a_label_column_the_manifest_lacks_is_refused_naming_the_columns(tmp_path):
+    manifest = private_manifest(tmp_path, video_id=["va", "vc"])
+    with pytest.raises(InputError, match=r"no column \['skin_tone'\].*columns: \['gender_proxy', 'identity', "
+                                         r"'skin_dark', 'split', 'video_id'\].*--label-column"):  # fmt: skip
+        list_input(None, manifest=manifest, label_columns=["split", "skin_tone"])

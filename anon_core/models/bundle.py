@@ -22,6 +22,7 @@ from torch import nn
 
 from .aam import aam_for_dim, aam_i3d, aam_tiny, aam_vit_base
 from .pruner import pruner_base, pruner_small, pruner_tiny
+from .torchvision_video import tv_mvit_v2_s, tv_r2plus1d_18, tv_s3d, tv_swin3d_t
 from .video_vit import video_vit_base, video_vit_small, video_vit_tiny
 
 FORMAT = "anonvid-model/1"
@@ -33,6 +34,10 @@ BUILDERS: dict[str, tuple[Kind, Callable[..., nn.Module]]] = {
     "video_vit_tiny": ("encoder", video_vit_tiny),
     "video_vit_small": ("encoder", video_vit_small),
     "video_vit_base": ("encoder", video_vit_base),
+    "tv_r2plus1d_18": ("encoder", tv_r2plus1d_18),  # torchvision video classifiers, head removed: frozen encoders
+    "tv_s3d": ("encoder", tv_s3d),
+    "tv_mvit_v2_s": ("encoder", tv_mvit_v2_s),
+    "tv_swin3d_t": ("encoder", tv_swin3d_t),
     "pruner_tiny": ("pruner", pruner_tiny),
     "pruner_small": ("pruner", pruner_small),
     "pruner_base": ("pruner", pruner_base),
@@ -91,13 +96,7 @@ def save_bundle(
         **(extra or {}),
     }
     if kind != "aam":
-        config["input"] = {
-            "num_frames": int(model.patch_embed.grid_size[0] * model.patch_embed.tubelet[0]),
-            "size": int(model.patch_embed.grid_size[1] * model.patch_embed.tubelet[1]),
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            **config.get("input", {}),
-        }
+        config["input"] = {**input_spec(model), **config.get("input", {})}
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(path, exist_ok=True)
     with fsspec.open(_join(uri, "model.safetensors"), "wb") as f:
@@ -105,6 +104,21 @@ def save_bundle(
     with fsspec.open(_join(uri, "config.json"), "w") as f:  # last: a folder with a config is a whole bundle
         json.dump(config, f, indent=2)
     return _info(uri, config, data)
+
+
+def input_spec(model: nn.Module) -> dict[str, Any]:
+    """The clips a video model takes (num_frames, size, mean, std): its own `input_spec` where it has one (wrapped
+    external encoders, whose clip and normalisation are not ours), else read off a VideoViT's tubelet grid."""
+    spec = getattr(model, "input_spec", None)
+    if spec is not None:
+        return dict(spec)
+    pe = model.patch_embed
+    return {
+        "num_frames": int(pe.grid_size[0] * pe.tubelet[0]),
+        "size": int(pe.grid_size[1] * pe.tubelet[1]),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
 
 
 def _info(uri: str, config: dict[str, Any], weights: bytes) -> BundleInfo:
@@ -138,6 +152,16 @@ def read_bundle_config(uri: str) -> dict[str, Any]:
             f"{uri}/config.json is not an {FORMAT} bundle config (format={config.get('format')!r}, "
             f"builder={config.get('builder')!r}; known builders: {sorted(BUILDERS)})"
         )
+    kwargs = config.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{uri}/config.json: kwargs must be a mapping of builder arguments, got {kwargs!r}; the "
+                         "bundle is damaged, write it again")  # fmt: skip
+    if "checkpoint" in kwargs:  # the builders load it (video_vit.build_model): any path or URI, read or downloaded
+        raise ValueError(
+            f"{uri}/config.json asks its builder to load weights from kwargs.checkpoint={kwargs['checkpoint']!r}: "
+            "refused, a bundle's weights are its own model.safetensors and opening a bundle reads nothing else. "
+            "Remove `checkpoint` from kwargs (load external weights with load_pretrained, then save_bundle)"
+        )
     return config
 
 
@@ -154,8 +178,16 @@ def load_bundle(uri: str, expect_kind: Kind | None = None) -> tuple[nn.Module, B
     except FileNotFoundError:
         msg = f"{uri}/model.safetensors is missing: the bundle is incomplete, write it again"
         raise FileNotFoundError(msg) from None
-    model = BUILDERS[config["builder"]][1](**config.get("kwargs", {}))
-    state = load_safetensors(weights)
+    try:
+        model = BUILDERS[config["builder"]][1](**config.get("kwargs", {}))
+    except TypeError as e:  # an argument the builder does not know
+        raise ValueError(f"{uri}/config.json: {config['builder']} does not take kwargs {config.get('kwargs')} "
+                         f"({e}); the bundle is damaged or from another version, write it again") from None  # fmt: skip
+    try:
+        state = load_safetensors(weights)
+    except Exception as e:  # SafetensorError (truncated, random bytes) derives from Exception only
+        raise ValueError(f"{uri}/model.safetensors is damaged ({e}): not a whole safetensors file; write the bundle "
+                         "again") from None  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -170,7 +202,7 @@ def load_bundle(uri: str, expect_kind: Kind | None = None) -> tuple[nn.Module, B
 
 
 def normalize_clips(clips: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
-    """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float normalised: the layout every VideoViT takes."""
+    """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float normalised: the layout every encoder here takes."""
     x = clips.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, 3, T, H, W)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)

@@ -28,7 +28,8 @@ job cannot start (the message names the fix).
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value, not a path (write ./a=b for such a folder)
 # flag (argparse dest) -> config key; a flag given on the command line overrides the --config file's value
 FLAGS = {
-    "input": "input", "manifest": "manifest", "out": "output", "mode": "mode", "keep_pixels": "keep_pixels",
+    "input": "input", "manifest": "manifest", "label_column": "label_columns", "out": "output", "mode": "mode",
+    "keep_pixels": "keep_pixels",
     "allow_raw": "allow_raw", "encoder": "encoder", "pruner": "pruner", "aam": "aam", "keep_ratio": "keep_ratio",
     "lambda_priv": "lambda_priv", "clip_frames": "clip_frames", "clip_stride": "clip_stride",
     "clip_size": "clip_size", "max_clips": "max_clips", "backend": "backend", "clips_per_task": "clips_per_task",
@@ -45,7 +46,10 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("input", nargs="?", help="folder or fsspec prefix (s3://bucket/videos/) of videos")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields, e.g. model.batch_size=32")
     p.add_argument("--config", help="YAML with the fields of pipelines.anonymize.AnonymizeConfig (jobs/configs/)")
-    p.add_argument("--manifest", help="Parquet/CSV with a `uri` column (other columns are kept as labels)")
+    p.add_argument("--manifest", help="Parquet/CSV with a `uri` (or `path`) column")
+    p.add_argument("--label-column", action="append", metavar="COL",
+                   help="a manifest column the output rows carry as JSON `labels`; repeat for more. Default: only the "
+                   "manifest's own id (video_id or id); label_columns=[] for none")  # fmt: skip
     p.add_argument("--out", help="output folder or fsspec prefix (config: output)")
     p.add_argument("--mode", choices=["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken"],
                    help="default prune+aam; blur/down2/down4/blacken: the papers' pixel baselines, for comparison")
@@ -125,7 +129,8 @@ def print_summary(s: dict, out=None) -> None:
     elif "preview" in s:
         print("preview: no video was committed ok, nothing to preview", file=out)
     if s.get("aborted"):
-        print(f"ABORTED: {s['aborted'].splitlines()[0]}", file=out)
+        where = f" (traceback in {s['run_record']})" if s.get("run_record") else ""
+        print(f"ABORTED: {s['aborted'].splitlines()[0]}{where}", file=out)
     if s["videos_incomplete"]:
         print(f"{s['videos_incomplete']} videos did not finish: run the same command again to finish them", file=out)
     if s["failed_fraction"] > s["max_failed_fraction"]:

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if cfg is None:
         return 2
+    errors = cfg.encoder_errors() if args.kind == "aam" else []  # before anything is decoded
+    if errors:
+        print(f"{name}: " + "; ".join(errors), file=sys.stderr)
+        return 2
     try:
         if args.dry_run:
             from pipelines.train.common import dry_run

@@ -5,8 +5,6 @@ plots. Pure driver-side work (the attackers are small); see anon_core.evaluation
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -148,7 +146,6 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
         "config": asdict(cfg),
     }
     report["targets"] = check_targets(report)
-    os.makedirs(cfg.out, exist_ok=True)
     t0 = time.monotonic()
     plots = write_plots(report, cfg.out)
     plots.update(_copy_overlays(cfg, methods))
@@ -160,17 +157,20 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
 
 
 def write_report(report: dict, out: str) -> None:
-    """OUT/report.json and OUT/report.md (linking the plots named in report["plots"])."""
-    from .report import write_markdown
+    """OUT/report.json and OUT/report.md (linking the plots named in report["plots"]); OUT is a local folder or any
+    fsspec URI, as every file of the report is (report._write_bytes)."""
+    from .report import _write_bytes, write_markdown
 
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    write_markdown(report, os.path.join(out, "report.md"), report.get("plots"))
+    base = out.rstrip("/")
+    _write_bytes(f"{base}/report.json", json.dumps(report, indent=2, default=float).encode("utf-8"))
+    write_markdown(report, f"{base}/report.md", report.get("plots"))
 
 
 def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:
     """The pruned-tubelet contact sheets that `anonymize --preview N` wrote beside prune outputs."""
     import fsspec
+
+    from .report import _write_bytes
 
     found = {}
     for m in cfg.methods:
@@ -180,8 +180,7 @@ def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:
         fs, path = fsspec.core.url_to_fs(src)
         if fs.exists(path):
             name = f"pruned_tubelets_{m.name.replace('+', '_')}.png"
-            with fs.open(path, "rb") as fin, open(os.path.join(cfg.out, name), "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+            _write_bytes(f"{cfg.out.rstrip('/')}/{name}", fs.cat_file(path))  # a contact sheet is a few hundred kB
             found[f"pruned tubelets ({m.name})"] = name
     return found
 

@@ -56,6 +56,25 @@ class AamTrainConfig(TrainData):
             errors.append(f"static_view must be 'auto', 'still' or 'pan', got {self.static_view!r}")
         return errors
 
+    def encoder_errors(self) -> list[str]:
+        """The bundle must be an encoder that takes the clips this run decodes: a convolutional encoder (torchvision's)
+        runs on any clip, and its features would then not be the ones the anonymize job makes. Reads only the
+        bundle's config.json, before anything is decoded."""
+        from anon_core.models.bundle import read_bundle_config
+
+        try:
+            config = read_bundle_config(self.encoder)
+        except (FileNotFoundError, ValueError) as e:
+            return [f"encoder: {e}"]
+        if config["kind"] != "encoder":
+            return [f"encoder: {self.encoder} holds a {config['kind']} ({config['builder']}), not an encoder"]
+        frames, size = config.get("input", {}).get("num_frames"), config.get("input", {}).get("size")
+        if (frames, size) != (self.clip_frames, self.clip_size):
+            return [f"the encoder {self.encoder} takes {frames} frames at {size}px, but this run decodes "
+                    f"{self.clip_frames} x {self.clip_size} clips: set clip_frames={frames} clip_size={size} (and "
+                    f"run the anonymize job with --clip-frames {frames} --clip-size {size})"]  # fmt: skip
+        return []
+
 
 def aam_train_func(cfg: dict) -> None:
     import time
@@ -168,6 +187,10 @@ def run_aam_training(cfg: AamTrainConfig, log=print):
 
     from .aam_data import cached_aam_features
     from .common import fit, local_or_uri, prepare_data
+
+    errors = cfg.encoder_errors()
+    if errors:
+        raise ValueError("; ".join(errors))
     prepared = prepare_data(cfg, log)
     loop = prepared.loop_config()
     features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,

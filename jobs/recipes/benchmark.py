@@ -215,12 +215,13 @@ def _command(cfg: BenchmarkConfig) -> str:
 
 
 def _overlays(output: str, manifest: str, models: dict, clip_size: int) -> dict:
-    """Example frames with the pruned tubelets overlaid: the anonymize job's own --preview on a few videos."""
+    """Example frames with the pruned tubelets overlaid: the anonymize job's own --preview on a few videos, beside
+    the original frames (allow_raw: the corpus is generated, nobody is in it)."""
     from pipelines.anonymize import AnonymizeConfig, preflight
     from pipelines.preview import write_preview
 
     plan = preflight(AnonymizeConfig(output=output, manifest=manifest, mode="prune", encoder=models["encoder"],
-                                     pruner=models["pruner"], clip_size=clip_size))  # fmt: skip
+                                     pruner=models["pruner"], clip_size=clip_size, allow_raw=True))  # fmt: skip
     return write_preview(plan, 6)
 
 

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Privacy-preserving video features at cluster scale.",
         epilog="Run `anonvid COMMAND --help` for examples.",
     )
+    parser.add_argument("--version", action="version", version=f"anonvid {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
         module.add_parser(sub, name)
@@ -44,9 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # the command's own usage, not the top-level one: the user was inside that command
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("anonvid")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
 
 
 def command_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]] | None:

@@ -71,3 +71,18 @@ def test_every_command_has_examples_in_help(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"anonvid {version('anonvid')}"
+
+
+def test_a_mistyped_flag_shows_that_commands_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "encoder", "--confg", "x.yaml"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: anonvid train" in err and "unrecognized arguments: --confg" in err

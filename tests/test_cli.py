@@ -86,3 +86,15 @@ def test_a_mistyped_flag_shows_that_commands_usage(capsys):
         main(["train", "encoder", "--confg", "x.yaml"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "usage: anonvid train" in err and "unrecognized arguments: --confg" in err
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from jobs.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.option_strings or a.dest}" for name, p in sub.choices.items() for a in p._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]  # fmt: skip
+    assert not missing

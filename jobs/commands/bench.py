@@ -24,7 +24,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override fields of BenchConfig")
     p.add_argument("--config", help="YAML with BenchConfig fields")
     p.add_argument("--out", help="output folder (default bench_perf)")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help="cuda adds the GPU section (exit 2 without a GPU)")
     p.add_argument("--tiny", action="store_true", default=None, help="small inputs, 2 repeats (a smoke run)")
     p.add_argument("--repeats", type=int, help="runs per decode and model figure (default 5)")
     p.add_argument("--docs", help="also write the tables into this markdown file (docs/benchmarks.md)")

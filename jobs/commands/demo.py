@@ -17,12 +17,13 @@ layout and its exactly-once commits are real; the features are not anonymized (t
 
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "run the anonymize job on a generated sample corpus", EXAMPLES)
-    p.add_argument("--out", default="demo_out")
-    p.add_argument("--videos", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="demo_out", help="output folder (%(default)s)")
+    p.add_argument("--videos", type=int, default=48, help="videos in the sample corpus (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (%(default)s)")
     p.add_argument("--workers", type=int, default=0, help="corpus generation processes (0: one per CPU)")
-    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam"])
-    p.add_argument("--preview", type=int, default=8)
+    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam"],
+                   help="anonymize mode (%(default)s)")
+    p.add_argument("--preview", type=int, default=8, help="videos with a masked preview (%(default)s)")
     p.set_defaults(run=run)
 
 

@@ -34,7 +34,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--bias-group", help="the group column of the bias protocol (default gender_proxy)")
     p.add_argument("--out", help="report folder")
     p.add_argument("--epochs", type=int, help="attacker and probe epochs (best epoch counts; default 60)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the attackers, probes and bootstrap")
     p.set_defaults(run=run, job_config=job_config)
 
 

@@ -19,7 +19,7 @@ Re-running the same command after a crash resumes from the last checkpoint (same
 
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "train the encoder, the pruner or the AAM on Ray Train", EXAMPLES)
-    p.add_argument("kind", choices=["encoder", "pruner", "aam"])
+    p.add_argument("kind", choices=["encoder", "pruner", "aam"], help="which model to train")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields")
     p.add_argument("--config", help="YAML config (jobs/configs/train_*.yaml)")
     p.add_argument("--init-from", help="encoder/pruner: start from these timm or VideoMAE weights")

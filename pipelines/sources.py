@@ -68,7 +68,8 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
     if not fs.isdir(root):
         raise InputError(f"input {source} is a file; pass its folder, or list files in a manifest (--manifest)")
     rows, other = [], 0
-    for path, info in sorted(fs.find(root, detail=True).items()):
+    entries = _local_entries(root) if _is_local_fs(fs) else fs.find(root, detail=True)
+    for path, info in sorted(entries.items()):
         rel = path[len(root.rstrip("/")) + 1 :]
         if info.get("type", "file") != "file" or any(part.startswith(".") for part in rel.split("/")):
             continue  # hidden files and folders (.cache/, .DS_Store, our own temp files)
@@ -76,10 +77,40 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
             other += 1
             continue
         uri = _full_uri(fs, path, source)
-        version = _version(info)
+        version = "broken_link" if info.get("broken_link") else _version(info)
         size = int(info.get("size") or 0)
         rows.append((video_id_for(uri, size, version), uri, size, version, None))
     return Listing(pd.DataFrame(rows, columns=LISTING_COLUMNS), other, source)
+
+
+def _is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def _local_entries(root: str) -> dict[str, dict]:
+    """Every file under a local folder, symbolic links followed: a link to a video is listed as that video (under
+    the link's own path, with its target's size and time), links to folders are walked, each real folder once (a
+    link loop ends there). A link that leads nowhere (dangling, or a loop of links) is listed as a file of version
+    "broken_link", so the decode stage gives it an error row instead of it vanishing."""
+    out: dict[str, dict] = {}
+    seen_dirs = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        for d in list(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if real in seen_dirs:
+                dirs.remove(d)  # a folder reached twice (a link back up the tree): walk it once
+            seen_dirs.add(real)
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)  # follows links
+            except OSError:  # dangling link, or a loop of links (ELOOP)
+                out[path] = {"name": path, "type": "file", "size": -1, "broken_link": True}
+                continue
+            kind = "file" if os.path.isfile(path) else "other"  # sockets, fifos, devices
+            out[path] = {"name": path, "type": kind, "size": st.st_size, "mtime": st.st_mtime}
+    return out
 
 
 def list_manifest(manifest: str, storage_options: dict | None = None, label_columns: LabelColumns = "all") -> Listing:

@@ -235,3 +235,28 @@ def test_a_label_column_the_manifest_lacks_is_refused_naming_the_columns(tmp_pat
     with pytest.raises(InputError, match=r"no column \['skin_tone'\].*columns: \['gender_proxy', 'identity', "
                                          r"'skin_dark', 'split', 'video_id'\].*--label-column"):  # fmt: skip
         list_input(None, manifest=manifest, label_columns=["split", "skin_tone"])
+
+
+def test_symbolic_links_are_followed_and_broken_ones_are_listed(tmp_path):
+    """A folder of links to videos lists those videos (under the links' paths, with the targets' sizes); a link to a
+    folder is walked once even when it loops back up; a dangling link and a loop of links are listed (version
+    broken_link), so the decode stage gives them an error row instead of their vanishing."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.mp4").write_bytes(b"a" * 10)
+    (store / "sub").mkdir()
+    (store / "sub" / "b.mp4").write_bytes(b"b" * 20)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "a.mp4").symlink_to(store / "a.mp4")
+    (links / "more").symlink_to(store / "sub", target_is_directory=True)
+    (links / "more_again").symlink_to(links, target_is_directory=True)  # a loop back to the root
+    (links / "gone.mp4").symlink_to(store / "nothing.mp4")
+    (links / "x.mp4").symlink_to(links / "y.mp4")
+    (links / "y.mp4").symlink_to(links / "x.mp4")
+    listing = list_input(str(links))
+    v = listing.videos.set_index("uri")
+    assert sorted(v.index) == [str(links / n) for n in ("a.mp4", "gone.mp4", "more/b.mp4", "x.mp4", "y.mp4")]
+    assert v.loc[str(links / "a.mp4"), "size_bytes"] == 10 and v.loc[str(links / "more/b.mp4"), "size_bytes"] == 20
+    assert (v.loc[[str(links / n) for n in ("gone.mp4", "x.mp4", "y.mp4")], "version"] == "broken_link").all()
+    assert v.loc[str(links / "a.mp4"), "version"].startswith("mtime:")

@@ -53,6 +53,10 @@ def bad_files(tmp_path_factory, indexed_videos):
     put("no_frames.y4m", b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420jpeg\n")  # a valid header, then nothing
     files["missing.mp4"] = str(d / "missing.mp4")
     files["short.mp4"] = str(write_indexed_video(d / "short.mp4", 5))  # one clip needs 7 frames
+    (d / "dangling.mp4").symlink_to(d / "gone.mp4")
+    (d / "loop_a.mp4").symlink_to(d / "loop_b.mp4")
+    (d / "loop_b.mp4").symlink_to(d / "loop_a.mp4")
+    files.update({n: str(d / n) for n in ("dangling.mp4", "loop_a.mp4")})
     return files
 
 
@@ -68,6 +72,8 @@ EXPECTED = {
     "missing.mp4": DecodeFailure.NOT_FOUND,
     "no_frames.y4m": DecodeFailure.NO_FRAMES,
     "short.mp4": DecodeFailure.TOO_SHORT,
+    "dangling.mp4": DecodeFailure.BROKEN_LINK,
+    "loop_a.mp4": DecodeFailure.BROKEN_LINK,
 }
 
 

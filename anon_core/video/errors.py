@@ -7,6 +7,7 @@ from enum import StrEnum
 
 class DecodeFailure(StrEnum):
     NOT_FOUND = "not_found"
+    BROKEN_LINK = "broken_link"  # a symbolic link to nothing, or a loop of links
     EMPTY = "empty"  # zero bytes
     NOT_A_VIDEO = "not_a_video"  # no known container signature, or no video stream
     TRUNCATED = "truncated"  # a known container that ends before its own header/index says it should
@@ -22,6 +23,8 @@ class DecodeFailure(StrEnum):
 
 _HINTS = {
     DecodeFailure.NOT_FOUND: "check the path or URI (and credentials for object storage)",
+    DecodeFailure.BROKEN_LINK: "the symbolic link leads to no file (its target is gone, or links point at each "
+    "other); fix or remove it",
     DecodeFailure.EMPTY: "the file has zero bytes; re-copy it from the source",
     DecodeFailure.NOT_A_VIDEO: "the file is not a video container with a video stream",
     DecodeFailure.TRUNCATED: "the file ends early; re-copy it from the source (an interrupted upload?)",

@@ -46,7 +46,10 @@ def file_size(uri: str) -> int:
     """Bytes in the object; NOT_FOUND / IO_ERROR as VideoDecodeError."""
     try:
         if is_local(uri):
-            return os.path.getsize(_local_path(uri))
+            path = _local_path(uri)
+            if os.path.islink(path) and not os.path.exists(path):
+                raise VideoDecodeError(DecodeFailure.BROKEN_LINK, uri, f"-> {os.readlink(path)}")
+            return os.path.getsize(path)
         fs, path = fsspec.core.url_to_fs(uri)
         return int(fs.size(path))
     except FileNotFoundError as e:

@@ -30,6 +30,20 @@ def _write_mp4_index_at_end(path, n=200):
     return path
 
 
+def _write_audio_only(path):
+    c = av.open(str(path), "w")
+    s = c.add_stream("aac", rate=16000)
+    for k in range(20):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, k * 1024
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory, indexed_videos):
     d = tmp_path_factory.mktemp("bad")
@@ -53,6 +67,14 @@ def bad_files(tmp_path_factory, indexed_videos):
     put("no_frames.y4m", b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420jpeg\n")  # a valid header, then nothing
     files["missing.mp4"] = str(d / "missing.mp4")
     files["short.mp4"] = str(write_indexed_video(d / "short.mp4", 5))  # one clip needs 7 frames
+    put("cut_at_100.mp4", good[:100])  # the container's first box, then nothing
+    put("image.mp4", b"\x89PNG\r\n\x1a\n" + bytes(2000))  # a picture renamed .mp4
+    put("zeros.mp4", bytes(5000))
+    moov = bytearray(good)
+    at = good.find(b"moov")
+    moov[at : at + 4] = b"XXXX"  # the index box renamed: the frames are there, nothing says where
+    put("index_box_damaged.mp4", bytes(moov))
+    files["audio_only.mp4"] = str(_write_audio_only(d / "audio_only.mp4"))
     (d / "dangling.mp4").symlink_to(d / "gone.mp4")
     (d / "loop_a.mp4").symlink_to(d / "loop_b.mp4")
     (d / "loop_b.mp4").symlink_to(d / "loop_a.mp4")
@@ -72,6 +94,11 @@ EXPECTED = {
     "missing.mp4": DecodeFailure.NOT_FOUND,
     "no_frames.y4m": DecodeFailure.NO_FRAMES,
     "short.mp4": DecodeFailure.TOO_SHORT,
+    "cut_at_100.mp4": DecodeFailure.TRUNCATED,
+    "image.mp4": DecodeFailure.NOT_A_VIDEO,
+    "zeros.mp4": DecodeFailure.NOT_A_VIDEO,
+    "index_box_damaged.mp4": DecodeFailure.TRUNCATED,
+    "audio_only.mp4": DecodeFailure.NOT_A_VIDEO,
     "dangling.mp4": DecodeFailure.BROKEN_LINK,
     "loop_a.mp4": DecodeFailure.BROKEN_LINK,
 }
@@ -129,3 +156,34 @@ def test_isolated_read_returns_the_same_clips_and_errors(indexed_videos, bad_fil
     with pytest.raises(VideoDecodeError) as info:
         read_clips_isolated(bad_files["text.mp4"], SPEC)
     assert info.value.reason == DecodeFailure.NOT_A_VIDEO  # the typed error crosses the process boundary
+
+
+def test_a_stream_decord_stops_in_is_finished_with_pyav(indexed_videos, monkeypatch):
+    """decord fails inside the stream, after opening the file and delivering some clips (it does so on some damaged
+    files, and not always at the same frame): the reader decodes the clips it did not deliver with PyAV, the same
+    frames PyAV alone gives, instead of failing the whole video. Without fallback the failure stands."""
+    import anon_core.video.reader as reader_mod
+    from anon_core.video import DecodeFailure, VideoClipReader
+
+    real = reader_mod.decord_frames
+
+    def fails_at_frame_9(src, wanted, w, h, uri, threads):
+        for idx, frame in real(src, wanted, w, h, uri, threads):
+            if idx >= 9:
+                raise VideoDecodeError(DecodeFailure.CORRUPT, uri, f"decord failed at frame {idx}")
+            yield idx, frame
+
+    uri = str(indexed_videos["h264"])
+    by_decord, by_pyav = read_clips(uri, SPEC, "decord").clips, read_clips(uri, SPEC, "pyav").clips  # (n, T, ...)
+    monkeypatch.setattr(reader_mod, "decord_frames", fails_at_frame_9)
+    reader = VideoClipReader(uri, SPEC, "decord")
+    clips = list(reader.clips())
+    assert reader.used_backend == "decord+pyav" and len(clips) == len(by_pyav) > 2
+    assert [c.index for c in clips] == list(range(len(clips)))
+    # the two decoders scale frames a little differently: the first clips are decord's, the rest PyAV's
+    source = ["decord" if np.array_equal(c.frames, by_decord[c.index]) else
+              "pyav" if np.array_equal(c.frames, by_pyav[c.index]) else "neither" for c in clips]  # fmt: skip
+    done = source.index("pyav")
+    assert done >= 1 and source == ["decord"] * done + ["pyav"] * (len(clips) - done)
+    with pytest.raises(VideoDecodeError, match="decord failed at frame"):
+        list(VideoClipReader(uri, SPEC, "decord", fallback=False).clips())

@@ -83,8 +83,28 @@ class VideoClipReader:
             wanted = indices.reshape(-1).tolist()
             w, h = resized_size(meta.width, meta.height, spec.size)
             frames = self._open_frames(src, wanted, w, h, meta.size_bytes)
-            for c in self._assemble(frames, starts, indices, meta):
-                yield Clip(c.index + first, c.start_frame, c.start_s, c.end_s, c.frames) if first else c
+            done = 0
+            try:
+                for c in self._assemble(frames, starts, indices, meta):
+                    yield Clip(c.index + first, c.start_frame, c.start_s, c.end_s, c.frames) if first else c
+                    done += 1
+            except VideoDecodeError:
+                if not (self.fallback and self.used_backend == "decord"):
+                    raise
+                # decord failed inside the stream (it opened the file): the clips it did not deliver are decoded
+                # with PyAV before the video counts as failed. FFmpeg reads some damage decord stops at.
+                yield from self._pyav_rest(src, starts[done:], first + done, w, h, meta)
+
+    def _pyav_rest(self, src, starts, offset: int, w: int, h: int, meta: VideoMeta) -> Iterator[Clip]:
+        indices = clip_frame_indices(starts, self.spec)  # (n_rest, T)
+        gen = pyav_frames(src, indices.reshape(-1).tolist(), w, h, self.uri, self.num_threads, meta.size_bytes)
+        try:
+            frames = _prepend(next(gen, None), gen)
+        except _BackendOpenError as e:
+            raise e.error from None
+        self.used_backend = "decord+pyav"
+        for c in self._assemble(frames, starts, indices, meta):
+            yield Clip(c.index + offset, c.start_frame, c.start_s, c.end_s, c.frames)
 
     def _open_frames(self, src, wanted, w, h, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
         order = [self.backend] + (["pyav"] if self.fallback and self.backend == "decord" else [])

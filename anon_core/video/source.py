@@ -151,7 +151,13 @@ def probe(src: str | IO[bytes], uri: str | None = None, max_pixels: int = MAX_PI
         raise classify_open_error(src, uri, e) from None
     try:
         if not container.streams.video:
+            if not len(container.streams) and has_container_signature(_read_head(src)):
+                # a video container's start with no stream at all: the file ends before its header is complete
+                raise VideoDecodeError(DecodeFailure.TRUNCATED, uri, "the container ends before any stream")
             raise VideoDecodeError(DecodeFailure.NOT_A_VIDEO, uri, "no video stream")
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            # FFmpeg opens a lone picture (png, jpeg, ...) as a one-frame "video" through its image demuxers
+            raise VideoDecodeError(DecodeFailure.NOT_A_VIDEO, uri, f"a still image ({container.format.name})")
         stream = container.streams.video[0]
         if stream.codec_context is None:
             # No decoder was found for the stream. With an intact frame index that is a codec FFmpeg lacks; without

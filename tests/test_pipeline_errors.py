@@ -98,6 +98,84 @@ def test_bad_videos_become_error_rows_and_set_the_exit_code(ray_session, tiny_mo
     check(lenient)
 
 
+FUZZ = {  # name -> the reason its error row must give
+    "cut at byte 100.mp4": "truncated",
+    "cut_at_40pct.mp4": "truncated",
+    "cut_at_90pct.mp4": "truncated",
+    "zeros.mp4": "not_a_video",
+    "random bytes.mp4": "not_a_video",
+    "index_box_damaged.mp4": "truncated",
+    "audio_only.mp4": "not_a_video",
+    "picture.mp4": "not_a_video",
+    "one_frame.mp4": "too_short",
+    "huge.mp4": "bad_dimensions",
+    "empty.mp4": "empty",
+    "dangling link.mp4": "broken_link",
+    "loop_a.mp4": "broken_link",
+    "loop_b.mp4": "broken_link",
+}
+FUZZ_GOOD_EXTRA = ["ünïcode name's copy.mp4", "link to a good one.mp4", "long_static.mp4"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_input(tmp_path_factory, small_corpus) -> Path:
+    """The good corpus plus one file of each kind of damage, odd names, links (good, dangling, a loop) and a folder
+    named like a video."""
+    from conftest import write_indexed_video
+    from test_video_errors import _write_audio_only
+
+    d = copy_videos(small_corpus / "videos", tmp_path_factory.mktemp("e2e_fuzz") / "videos")
+    first = sorted(d.iterdir())[0]
+    good = first.read_bytes()
+    n = len(good)
+    cuts = (("cut at byte 100.mp4", 100), ("cut_at_40pct.mp4", n // 10 * 4), ("cut_at_90pct.mp4", n // 10 * 9))
+    for name, at in cuts:
+        (d / name).write_bytes(good[:at])
+    (d / "zeros.mp4").write_bytes(bytes(5000))
+    (d / "random bytes.mp4").write_bytes(np.random.default_rng(7).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    damaged = bytearray(good)
+    at = good.find(b"moov")
+    damaged[at : at + 4] = b"XXXX"
+    (d / "index_box_damaged.mp4").write_bytes(bytes(damaged))
+    _write_audio_only(d / "audio_only.mp4")
+    (d / "picture.mp4").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    write_indexed_video(d / "one_frame.mp4", 1)
+    (d / "huge.mp4").write_bytes(b"YUV4MPEG2 W16000 H16000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 4096)
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "dangling link.mp4").symlink_to(d / "gone.mp4")
+    (d / "loop_a.mp4").symlink_to(d / "loop_b.mp4")
+    (d / "loop_b.mp4").symlink_to(d / "loop_a.mp4")
+    (d / "ünïcode name's copy.mp4").write_bytes(good)
+    (d / "link to a good one.mp4").symlink_to(first)
+    write_indexed_video(d / "long_static.mp4", 400, width=112, height=112)  # 16 s: many clips, one video
+    (d / "folder.mp4").mkdir()  # a folder named like a video: not a video, not an error
+    (d / "folder.mp4" / "notes.txt").write_text("not a video")
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_a_fuzz_corpus_gives_every_good_video_features_and_every_bad_file_its_reason(
+    ray_session, tiny_models, fuzz_input, tmp_path
+):
+    """Every listed object is accounted for: listed = ok + failed + already done (+ unfinished, here 0); each good
+    video (odd names and a link included) has features, each bad file exactly one error row with its reason."""
+    args = [*mode_args("raw", tiny_models, [str(fuzz_input)]), "--max-failed-fraction", "0.9"]
+    run = run_job(tmp_path / "out", args, run_id="fuzz")
+    s = run.summary
+    good = {p.name for p in fuzz_input.iterdir() if p.name.endswith(".mp4") and p.name not in FUZZ and p.is_file()}
+    good -= {"folder.mp4"}
+    assert len(good) == N_VIDEOS + len(FUZZ_GOOD_EXTRA)
+    assert s["videos_listed"] == len(good) + len(FUZZ) == len(run.expected_ids)
+    assert s["videos_listed"] == s["videos_ok"] + s["videos_failed"] + s["videos_skipped_committed"]
+    assert (s["videos_ok"], s["videos_failed"], s["videos_incomplete"]) == (len(good), len(FUZZ), 0)
+    feats = read_features(run.out)
+    assert {os.path.basename(u) for u in feats.column("source_uri").to_pylist()} == good
+    reasons = {os.path.basename(r["uri"]): r["error_type"] for r in read_errors(run.out).to_pylist()}
+    assert reasons == FUZZ
+    assert run.rc == 0 and s["errors_by_type"] == {r: list(FUZZ.values()).count(r) for r in set(FUZZ.values())}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. preflight: fail fast, exit 2, say what to do; no Ray work
 

@@ -187,3 +187,10 @@ def test_a_stream_decord_stops_in_is_finished_with_pyav(indexed_videos, monkeypa
     assert done >= 1 and source == ["decord"] * done + ["pyav"] * (len(clips) - done)
     with pytest.raises(VideoDecodeError, match="decord failed at frame"):
         list(VideoClipReader(uri, SPEC, "decord", fallback=False).clips())
+
+
+def test_every_reason_is_in_the_documented_table():
+    from pathlib import Path
+
+    table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
+    assert all(f"| `{r.value}` |" in table for r in DecodeFailure)

@@ -71,7 +71,7 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
     entries = _local_entries(root) if _is_local_fs(fs) else fs.find(root, detail=True)
     for path, info in sorted(entries.items()):
         rel = path[len(root.rstrip("/")) + 1 :]
-        if info.get("type", "file") != "file" or any(part.startswith(".") for part in rel.split("/")):
+        if info.get("type", "file") != "file" or any(_hidden(part) for part in rel.split("/")):
             continue  # hidden files and folders (.cache/, .DS_Store, our own temp files)
         if not path.lower().endswith(tuple(extensions)):
             other += 1
@@ -81,6 +81,12 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
         size = int(info.get("size") or 0)
         rows.append((video_id_for(uri, size, version), uri, size, version, None))
     return Listing(pd.DataFrame(rows, columns=LISTING_COLUMNS), other, source)
+
+
+def _hidden(name: str) -> bool:
+    """A dot-file or dot-folder. An object key may hold "." or ".." as a literal part (s3://b/in/../x.mp4 is one
+    key): that is a name, not a hidden file, and the video is listed like any other."""
+    return name.startswith(".") and name not in (".", "..")
 
 
 def _is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:

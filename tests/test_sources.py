@@ -260,3 +260,22 @@ def test_symbolic_links_are_followed_and_broken_ones_are_listed(tmp_path):
     assert v.loc[str(links / "a.mp4"), "size_bytes"] == 10 and v.loc[str(links / "more/b.mp4"), "size_bytes"] == 20
     assert (v.loc[[str(links / n) for n in ("gone.mp4", "x.mp4", "y.mp4")], "version"] == "broken_link").all()
     assert v.loc[str(links / "a.mp4"), "version"].startswith("mtime:")
+
+
+def test_object_keys_with_dot_dot_are_listed_and_readable(s3_endpoint):
+    """On an object store ".." is part of a key's name, not a way up: such a video is listed (processed or an error
+    row, never silently skipped), and its bytes are the object's."""
+    import fsspec
+
+    from anon_core.video.source import file_size
+
+    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_endpoint})
+    if not fs.exists("dotdot"):
+        fs.mkdir("dotdot")
+    fs.pipe("dotdot/in/a/../b.mp4", b"x" * 7)
+    fs.pipe("dotdot/in/c.mp4", b"y" * 9)
+    fs.pipe("dotdot/in/.hidden/d.mp4", b"z")
+    listing = list_input("s3://dotdot/in/")
+    names = sorted(u.removeprefix("s3://dotdot/in/") for u in listing.videos["uri"])
+    assert names == ["a/../b.mp4", "c.mp4"]
+    assert file_size("s3://dotdot/in/a/../b.mp4") == 7

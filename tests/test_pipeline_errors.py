@@ -411,6 +411,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_pat
         assert not (out / sub).exists(), sub
 
 
+def test_json_stdout_holds_one_document_even_what_prints_at_exit(tiny_models, corpus, tmp_path):
+    """Ray prints late worker and raylet lines (and, at exit, its de-duplicated repeats) to whatever sys.stdout is
+    then; with --json they must land on stderr, after the job as during it. A line printed at exit stands in."""
+    import subprocess
+    import sys
+
+    args = [*mode_args("aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--dry-run", "--json",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    code = ("import atexit, sys; atexit.register(lambda: print('(raylet) a late line')); "
+            f"from jobs.cli import main; sys.exit(main(['anonymize', *{args!r}]))")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parents[1])  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["dry_run"] is True  # the whole of stdout is one JSON document
+    assert "(raylet) a late line" in res.stderr
+
+
 def test_cli_writes_to_the_streams_of_the_moment(tiny_models, corpus, tmp_path, capsys, no_pipeline):
     args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--dry-run"]
     assert anonymize(tmp_path / "out", args) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import sys
@@ -154,15 +153,19 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report("anonvid anonymize", *job_config(args))
     if cfg is None:
         return 2
+    out = sys.stdout
+    if args.json:
+        # stdout carries only the summary, now and until the process ends: Ray prints worker and raylet lines to
+        # whatever sys.stdout is when they arrive, some late (after a worker death) and some at exit (its
+        # de-duplicated repeats), so everything else goes to stderr for good, not only while the job runs
+        sys.stdout = sys.stderr
     try:
-        # with --json, stdout carries only the summary: Ray's and the plan's messages go to stderr
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))
+        summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))
     except (PreflightError, InputError, OutputError, FileNotFoundError) as e:
         print(f"anonvid anonymize: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summary, indent=2, default=str), file=out, flush=True)
     else:
         print_summary(summary)
     return 0 if summary.get("dry_run") or summary["ok"] else 1

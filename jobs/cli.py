@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for jobs that record it
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("anonvid: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a run's own (RunInterrupted) says what it committed and where its record is
+        print(f"anonvid: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130
 
 

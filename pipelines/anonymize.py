@@ -339,6 +339,17 @@ def build_pipeline(plan: Plan):
     return ds
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, raised after its record is written: the message says what the run committed."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = summary
+        s = summary
+        super().__init__(f"{s['videos_ok']} videos ok and {s['videos_failed']} failed were committed before the "
+                         f"stop ({s['clips']} clips); {s['videos_incomplete']} were not and a re-run does them. "
+                         f"Record: {s['run_record']}")  # fmt: skip
+
+
 def connect(address: str | None = None) -> None:
     """RAY_ADDRESS / --address when given, else a local Ray. Ray logs a runtime env in plain text, so no credential
     goes there: a local Ray's workers inherit this process's environment, credentials included; a cluster's workers
@@ -432,6 +443,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
     clips, errors_by_type, seconds = 0, {}, {}
     seen: set[str] = set()
     aborted = trace = None
+    interrupted = False
     if len(plan.todo):
         connect(cfg.address)
         _check_gpus(cfg)
@@ -455,6 +467,8 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
         except Exception as e:  # the run stops, but what it committed stays committed and is recorded below
             aborted = f"{type(e).__name__}: {e}"
             trace = traceback.format_exc()  # where it failed: Ray's errors carry the worker's traceback in it too
+        except KeyboardInterrupt:  # Ctrl-C: the same, and the record says what this run did before it stopped
+            aborted, interrupted = "interrupted (Ctrl-C)", True
     elapsed = time.perf_counter() - t0
     repaired_after = store.repair()  # a retried sink task may have left a shard its videos were re-committed from
     committed = store.committed()
@@ -490,11 +504,14 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
     }
     if aborted:
         summary["aborted"] = aborted[:4000]
-        summary["traceback"] = trace[-20000:]  # its end names the error; the record stays small
+        if trace:
+            summary["traceback"] = trace[-20000:]  # its end names the error; the record stays small
     summary["ok"] = not incomplete and not aborted and failed_fraction <= cfg.max_failed_fraction
-    summary["status"] = ("aborted" if aborted else "incomplete" if incomplete else
+    summary["status"] = ("interrupted" if interrupted else "aborted" if aborted else "incomplete" if incomplete else
                          "ok" if summary["ok"] else "failed")  # fmt: skip
     summary["run_record"] = store.write_run(plan.run_id, summary)
+    if interrupted:
+        raise RunInterrupted(summary)
     if incomplete:
         summary["incomplete_sample"] = incomplete[:10]
     return summary

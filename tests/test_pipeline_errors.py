@@ -390,6 +390,38 @@ def test_an_aborted_run_records_its_traceback(tiny_models, corpus, tmp_path, mon
     assert f"traceback in {summary['run_record']}" in printed.getvalue()
 
 
+def test_ctrl_c_records_what_the_run_committed(tiny_models, corpus, tmp_path, monkeypatch, capsys):
+    """Ctrl-C mid-run: the run record says interrupted with the videos and clips done before the stop (not a
+    'running' record with 0 clips), and the CLI's line says so and names the record; exit 130."""
+    import pipelines.anonymize as pipeline
+
+    class OneBatchThenCtrlC:
+        def __init__(self, plan):
+            self.plan = plan
+
+        def iter_batches(self, **kw):
+            ids = list(self.plan.todo["video_id"][:3])
+            yield {"video_id": np.array(ids), "status": np.array(["ok"] * 3), "num_clips": np.array([2, 2, 2]),
+                   "error_type": np.array([None] * 3, dtype=object), "t_decode": np.ones(3)}  # fmt: skip
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "connect", lambda address=None: None)
+    monkeypatch.setattr(pipeline, "_check_cpus", lambda plan: None)
+    monkeypatch.setattr(pipeline, "_check_gpus", lambda cfg: None)
+    monkeypatch.setattr(pipeline, "build_pipeline", OneBatchThenCtrlC)
+    out = tmp_path / "out"
+    args = [*mode_args("aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]), "--out", str(out)]
+    from jobs.cli import main
+
+    assert main(["anonymize", *args, "--run-id", "stopped"]) == 130
+    record = json.loads((out / "_runs" / "stopped.json").read_text())
+    assert record["status"] == "interrupted" and not record["ok"] and "traceback" not in record
+    assert (record["videos_ok"], record["clips"]) == (3, 6)
+    err = capsys.readouterr().err
+    assert "anonvid: interrupted: 3 videos ok and 0 failed were committed before the stop (6 clips)" in err
+    assert str(out / "_runs" / "stopped.json") in err
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_path, no_pipeline):
     from jobs.recipes.anonymize import run_anonymize
 

@@ -216,3 +216,21 @@ def test_check_targets_on_full_report(report):
     assert met["prune", "rank-1 re-id <= 2x chance"] is False  # 2.5x
     assert met["aam", "bias gap reduction >= 40%"] is True and met["prune", "bias gap reduction >= 40%"] is False
     assert met["prune+aam", "bias gap reduction >= 40%"] is None
+
+
+def test_a_test_split_too_small_to_read_targets_from_is_said(tmp_path):
+    from pipelines.evaluate.report import small_sample_warnings, write_markdown
+
+    def report_with(half: float) -> dict:
+        raw = method("raw", "features", 0.5, {"mlp": 0.8}, "mlp", 1.0)
+        raw["utility"]["video_top1"] = fig(0.5, half)
+        raw["n_test_videos"] = 10
+        aam = method("aam", "features", 0.5, {"mlp": 0.6}, "mlp", 0.3)
+        return {"format": "anonvid-report/1", "reference": "raw", "methods": {"raw": raw, "aam": aam}}
+
+    wide, narrow = report_with(0.24), report_with(0.04)  # CIs of 48 and 8 points
+    (warning,) = small_sample_warnings(wide)
+    assert "10 videos" in warning and "48 points" in warning
+    assert small_sample_warnings(narrow) == []
+    assert f"**Warning:** {warning}" in write_markdown(wide, str(tmp_path / "report.md"))
+    assert "**Warning:**" not in write_markdown(narrow, str(tmp_path / "report2.md"))

@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"anonvid evaluate: {e}", file=sys.stderr)
         return 2
     print(f"wrote {cfg.out}/report.json, report.md and plots in {report['timings']['total']:.0f} s")
+    from pipelines.evaluate.report import small_sample_warnings
+
+    for w in small_sample_warnings(report):
+        print(f"WARNING: {w}", file=sys.stderr)
     for t in report["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         print(f"  {t['method']}: {t['name']}: {state}")

@@ -274,6 +274,7 @@ def write_markdown(report: dict, path: str, plots: dict[str, str] | None = None)
         "",
         "## Targets",
         "",
+        *(f"**Warning:** {w}\n" for w in small_sample_warnings(report)),
         _targets_table(report),
         "",
         "## Timings",
@@ -291,6 +292,21 @@ def write_markdown(report: dict, path: str, plots: dict[str, str] | None = None)
 
 
 # -- targets ---------------------------------------------------------------------------------------------------------
+def small_sample_warnings(report: dict, max_ci_points: float = 20.0) -> list[str]:
+    """A warning when the test split is too small to read a target from: the reference's video top-1 CI spans more
+    than max_ci_points points (a 10-video split gives CIs like [0, 48] and "met" means nothing)."""
+    ref = _methods(report).get(report.get("reference"))
+    ci = _get(ref, "utility", "video_top1")
+    if not ci or ci.get("low") is None or ci.get("high") is None:
+        return []
+    width = 100 * (ci["high"] - ci["low"])
+    if width <= max_ci_points:
+        return []
+    n = (ref or {}).get("n_test_videos", "few")
+    return [f"the test split has {n} videos: the reference's top-1 95% CI spans {width:.0f} points, so a target "
+            "met or missed here says little; evaluate on more test videos (hundreds) before reading one"]  # fmt: skip
+
+
 def _target(name: str, method: str, value, threshold: float, at_most: bool) -> dict:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         met = None

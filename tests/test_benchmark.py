@@ -103,6 +103,13 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     report = json.load(open(tmp_path / "r" / "report.json"))
     assert set(report["methods"]) == {"raw", "aam"} and report["command"].startswith("anonvid evaluate")
 
+    # --dry-run: the same inputs checked, the plan printed, nothing trained or written
+    code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "dry"), "--method", f"raw={f}/raw",
+                 "--method", f"aam={f}/aam", "--dry-run"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run: 2 methods against 'raw'" in out and f"aam: {f}/aam (mode aam)" in out
+    assert not (tmp_path / "dry").exists()
+
     # every input problem exits 2 with the fix named, before any attacker trains
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r2"), "--method", f"aam={f}/aam"])
     assert code == 2 and "reference 'raw' is not one of the methods" in capsys.readouterr().err

@@ -35,6 +35,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", help="report folder")
     p.add_argument("--epochs", type=int, help="attacker and probe epochs (best epoch counts; default 60)")
     p.add_argument("--seed", type=int, help="seed of the attackers, probes and bootstrap")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the labels and every output, print what would be evaluated; train nothing")  # fmt: skip
     p.set_defaults(run=run, job_config=job_config)
 
 
@@ -108,7 +110,7 @@ def build_config(args: argparse.Namespace, argv: list[str] | None = None):
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.evaluate.load import EvalInputError
-    from pipelines.evaluate.run import run_evaluation
+    from pipelines.evaluate.run import preflight, run_evaluation
 
     from ..config import ConfigError
 
@@ -117,6 +119,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"anonvid evaluate: {e}", file=sys.stderr)
         return 2
+    try:
+        plan = preflight(cfg)  # every input read once before any attacker trains: a bad one is exit 2 at once
+    except (EvalInputError, FileNotFoundError) as e:
+        print(f"anonvid evaluate: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for m in plan:
+            print(f"  {m['method']}: {m['output']} (mode {m['mode']}): {m['videos']} videos, {m['rows']} clip rows"
+                  + (", pixels" if m["pixels"] else "") + (f", bias output {m['bias_output']}" if m["bias_output"]
+                  else ""))  # fmt: skip
+        print(f"dry run: {len(plan)} methods against {cfg.reference!r} would be evaluated into {cfg.out}")
+        return 0
     print(f"evaluating {len(cfg.methods)} methods against {cfg.reference!r} -> {cfg.out}")
     try:
         report = run_evaluation(cfg)

@@ -73,6 +73,28 @@ class EvaluateConfig:
         return errors
 
 
+def preflight(cfg: EvaluateConfig) -> list[dict]:
+    """Everything the evaluation reads, checked before any attacker trains (EvalInputError names the fix): the
+    labels (through the schema, with the probe columns), and each method's output (an anonymize output with
+    committed rows; its bias output too). Returns one line of facts per method: what --dry-run prints."""
+    from .load import _committed_table
+
+    corpus_labels(cfg.labels, cfg.label_schema, extra=tuple(cfg.probes))
+    if cfg.bias_labels:
+        corpus_labels(cfg.bias_labels, cfg.label_schema, extra=(cfg.bias_group,))
+    plan = []
+    for m in cfg.methods:
+        held = output_config(m.output)
+        rows = _committed_table(m.output, ["video_id", "clip_index"])
+        if m.bias_output:
+            _committed_table(m.bias_output, ["video_id", "clip_index"])
+        plan.append({"method": m.name, "output": m.output, "mode": held.get("mode"), "rows": rows.num_rows,
+                     "videos": len(set(rows.column("video_id").to_pylist())),
+                     "pixels": bool(held.get("keep_pixels")), "sweep": asdict(m.sweep) if m.sweep else None,
+                     "bias_output": m.bias_output})  # fmt: skip
+    return plan
+
+
 def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     """Evaluate every method, write OUT/report.json, report.md and the PNG plots; returns the report."""
     from .report import check_targets, write_plots

@@ -118,3 +118,19 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     code = main(["evaluate", "--out", str(tmp_path / "r4"), "--method", "raw", "--sweep", "x=lambda_priv:1"])
     err = capsys.readouterr().err
     assert code == 2 and "--labels is required" in err and "expected NAME=VALUE" in err and "no --method" in err
+
+
+def test_a_dry_run_shows_what_a_run_would_do_and_what_is_already_done(bench, tmp_path, capsys):
+    from jobs.cli import main
+    from jobs.recipes.benchmark import dry_run
+
+    cfg, _, _ = bench
+    done = dry_run(cfg, log=lambda msg: None)  # the folder of a finished run: every step would be reused
+    assert all(done["trainings"].values()) and all(done["anonymize"].values())
+    assert set(done["anonymize"]) == {"raw", "prune", "aam", "prune+aam", "blur", "prune lambda=3"}
+    fresh = tmp_path / "fresh"
+    assert main(["benchmark", "--out", str(fresh), "videos=32", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "train encoder: 30 epochs\n" in out and "anonymize prune+aam\n" in out and "evaluate:" in out
+    assert not fresh.exists()
+    assert main(["benchmark", "--out", str(fresh), "videos=3", "--dry-run"]) == 2  # config errors first

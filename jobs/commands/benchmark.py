@@ -24,6 +24,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--videos", type=int, help="corpus size (default 1000)")
     p.add_argument("--readme", help="write the result table into this README (between the benchmark markers)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the steps and what an earlier run into --out already did; run nothing")  # fmt: skip
     p.set_defaults(run=run, job_config=job_config)
 
 
@@ -35,11 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.anonymize import connect
 
     from ..jobconfigs import load_or_report
-    from ..recipes.benchmark import run_benchmark
+    from ..recipes.benchmark import dry_run, run_benchmark
 
-    cfg = load_or_report("anonvid benchmark", *job_config(args))
+    cfg = load_or_report("anonvid benchmark", *job_config(args))  # every config error, before anything runs
     if cfg is None:
         return 2
+    if args.dry_run:
+        dry_run(cfg)
+        return 0
     connect(args.address)
     report = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))
     from pipelines.evaluate.report import markdown_table

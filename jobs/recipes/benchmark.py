@@ -142,7 +142,7 @@ def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dic
 def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     from anon_core.synthetic import ACTIONS, ATTRIBUTES, CorpusConfig, generate_corpus
     from pipelines.anonymize import connect
-    from pipelines.evaluate.run import EvalMethod, EvaluateConfig, Sweep, run_evaluation, write_report
+    from pipelines.evaluate.run import EvalMethod, EvaluateConfig, run_evaluation, write_report
 
     out, step = cfg.out, Steps(log)
     corpus, bias = f"{out}/corpus", f"{out}/bias"
@@ -168,22 +168,10 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     sweep_aams = {w: step(f"2 train aam w_b={w}", _train, "aam", cfg, f"{m}/aam_wb{w}", name=f"aam-wb{w}", w_b=w,
                           **aam) for w in cfg.sweep_w_b}  # fmt: skip
 
-    f, px = f"{out}/features", {"keep_pixels": cfg.keep_pixels}
-    runs: list[tuple[str, dict, Sweep | None]] = [
-        ("raw", {"mode": "raw", **px}, None),
-        ("prune", {"mode": "prune", **px}, None),
-        ("aam", {"mode": "aam"}, None),
-        ("prune+aam", {"mode": "prune+aam"}, None),
-        *[(b, {"mode": b, **px}, None) for b in cfg.baselines],
-        *[(f"prune lambda={v:g}", {"mode": "prune", "lambda_priv": v}, Sweep("lambda_priv", v))
-          for v in cfg.sweep_lambda_priv],
-        *[(f"prune keep={v:g}", {"mode": "prune", "keep_ratio": v}, Sweep("keep_ratio", v))
-          for v in cfg.sweep_keep_ratio],
-        *[(f"aam w_b={w:g}", {"mode": "aam", "aam": sweep_aams[w]}, Sweep("w_b", w)) for w in cfg.sweep_w_b],
-    ]  # fmt: skip
+    f = f"{out}/features"
     methods = []
-    for name, kw, sweep in runs:
-        folder = f"{f}/{name.replace(' ', '_').replace('=', '').replace('+', '_')}"
+    for name, kw, sweep in anonymize_runs(cfg, sweep_aams):
+        folder = f"{f}/{_folder(name)}"
         step(f"3 anonymize {name}", _anonymize, folder, labels, models, clip_size=cfg.clip_size, **kw)
         methods.append(EvalMethod(name, folder, sweep))
         if sweep is None and name in cfg.bias_methods:
@@ -204,6 +192,57 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     if cfg.readme:
         write_readme_table(cfg.readme, report)
     return report
+
+
+def anonymize_runs(cfg: BenchmarkConfig, sweep_aams: dict) -> list[tuple[str, dict, object]]:
+    """(name, anonymize job fields, sweep point or None) of every anonymize run: the methods, the baselines and the
+    sweep points. sweep_aams: the AAM bundle of each L_B weight."""
+    from pipelines.evaluate.run import Sweep
+
+    px = {"keep_pixels": cfg.keep_pixels}
+    return [
+        ("raw", {"mode": "raw", **px}, None),
+        ("prune", {"mode": "prune", **px}, None),
+        ("aam", {"mode": "aam"}, None),
+        ("prune+aam", {"mode": "prune+aam"}, None),
+        *[(b, {"mode": b, **px}, None) for b in cfg.baselines],
+        *[(f"prune lambda={v:g}", {"mode": "prune", "lambda_priv": v}, Sweep("lambda_priv", v))
+          for v in cfg.sweep_lambda_priv],
+        *[(f"prune keep={v:g}", {"mode": "prune", "keep_ratio": v}, Sweep("keep_ratio", v))
+          for v in cfg.sweep_keep_ratio],
+        *[(f"aam w_b={w:g}", {"mode": "aam", "aam": sweep_aams[w]}, Sweep("w_b", w)) for w in cfg.sweep_w_b],
+    ]  # fmt: skip
+
+
+def _folder(name: str) -> str:
+    return name.replace(" ", "_").replace("=", "").replace("+", "_")
+
+
+def dry_run(cfg: BenchmarkConfig, log=print) -> dict:
+    """What a run would do, and what an earlier run into the same folder already did (it resumes): nothing is
+    generated, trained or anonymized."""
+    from anon_core.models.bundle import read_bundle_config
+
+    def have(path: str) -> bool:
+        try:
+            read_bundle_config(path)
+            return True
+        except (FileNotFoundError, ValueError):
+            return False
+
+    m = f"{cfg.out}/models"
+    trainings = {"encoder": cfg.encoder_epochs, "pruner": cfg.pruner_epochs, "aam": cfg.aam_epochs,
+                 **{f"aam_wb{w}": cfg.aam_epochs for w in cfg.sweep_w_b}}  # fmt: skip
+    runs = [name for name, _, _ in anonymize_runs(cfg, {w: f"{m}/aam_wb{w}" for w in cfg.sweep_w_b})]
+    done = {n: os.path.exists(f"{cfg.out}/features/{_folder(n)}/_output.json") for n in runs}
+    log(f"corpus: {cfg.videos} videos + {cfg.bias_videos} for the bias protocol, {cfg.size} px, {cfg.frames} frames "
+        f"(models see {cfg.clip_size} px clips{', motion only' if cfg.motion_input else ''})")  # fmt: skip
+    for name, epochs in trainings.items():
+        log(f"train {name}: {epochs} epochs" + (" (bundle exists: reused)" if have(f"{m}/{name}") else ""))
+    for name in runs:
+        log(f"anonymize {name}" + (" (output exists: resumed)" if done[name] else ""))
+    log(f"evaluate: {len(runs)} outputs, {cfg.epochs} attacker epochs, probes {cfg.probes} -> {cfg.out}/report")
+    return {"trainings": {n: have(f"{m}/{n}") for n in trainings}, "anonymize": done}
 
 
 def _command(cfg: BenchmarkConfig) -> str:

@@ -448,6 +448,8 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
         connect(cfg.address)
         _check_gpus(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is per video, below
+        if progress:
+            progress(0, len(plan.todo))  # the clock starts with the work, so the first rate is a true one
         try:
             for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
                 lease.check()  # a run that lost its lease stops here too, not only in the sink

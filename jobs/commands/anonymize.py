@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         # de-duplicated repeats), so everything else goes to stderr for good, not only while the job runs
         sys.stdout = sys.stderr
     try:
-        summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=Progress("videos", 0))
+        progress = Progress("videos committed", 0)
+        summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=progress)
     except (PreflightError, InputError, OutputError, FileNotFoundError) as e:
         print(f"anonvid anonymize: {e}", file=sys.stderr)
         return 2

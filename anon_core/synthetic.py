@@ -105,6 +105,10 @@ class CorpusConfig:
             raise ValueError("invalid CorpusConfig:\n  " + "\n  ".join(errors))
 
 
+class CorpusExistsError(ValueError):
+    """The output folder holds a corpus generated with other settings; the message names the differences."""
+
+
 @dataclass(frozen=True)
 class Appearance:
     """Everything static about one person; identical in every video of that identity."""
@@ -396,11 +400,14 @@ def generate_corpus(
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if (old.get("generator_version"), old.get("config")) != (GENERATOR_VERSION, manifest["config"]):
-            raise ValueError(
-                f"{out} holds a corpus made with another config or generator version "
-                f"({old.get('config')}, v{old.get('generator_version')}): choose a new --out directory "
-                "or delete the old one"
-            )
+            was = old.get("config") or {}
+            diff = ", ".join(f"{k}={was.get(k)!r} there, {v!r} now" for k, v in manifest["config"].items()
+                             if was.get(k) != v)  # fmt: skip
+            if old.get("generator_version") != GENERATOR_VERSION:
+                diff = ", ".join(filter(None, [diff, f"generator v{old.get('generator_version')} there, "
+                                               f"v{GENERATOR_VERSION} now"]))  # fmt: skip
+            raise CorpusExistsError(f"{out} already holds a corpus made another way ({diff}): choose a new --out "
+                                    "directory, delete the old one, or repeat its own settings")  # fmt: skip
     _write_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
     for stale in videos_dir.glob(".*.partial-*"):  # left by an interrupted run
         stale.unlink(missing_ok=True)

@@ -98,3 +98,12 @@ def test_every_flag_of_every_command_has_help():
     missing = [f"{name} {a.option_strings or a.dest}" for name, p in sub.choices.items() for a in p._actions
                if not a.help and not isinstance(a, argparse._HelpAction)]  # fmt: skip
     assert not missing
+
+
+def test_synth_into_a_corpus_made_another_way_is_refused_naming_the_differences(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path / "c"), "--videos", "4", "--size", "32", "--frames", "8", "--workers", "1"]
+    assert main(args) == 0
+    assert main([*args[:4], "6", *args[5:]]) == 2
+    err = capsys.readouterr().err
+    assert "anonvid synth: " in err and "videos=4 there, 6 now" in err and "Traceback" not in err
+    assert main(args) == 0  # the same settings again: the corpus is complete, nothing to redo

@@ -40,7 +40,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anon_core.synthetic import ATTRIBUTES, CorpusConfig, generate_corpus
+    from anon_core.synthetic import ATTRIBUTES, CorpusConfig, CorpusExistsError, generate_corpus
 
     from ._progress import Progress
 
@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"anonvid synth: {e}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    labels = generate_corpus(args.out, cfg, workers=args.workers, progress=Progress("synth", cfg.videos))
+    try:
+        labels = generate_corpus(args.out, cfg, workers=args.workers, progress=Progress("synth", cfg.videos))
+    except CorpusExistsError as e:
+        print(f"anonvid synth: {e}", file=sys.stderr)
+        return 2
     dt = time.monotonic() - t0
     print(f"wrote {len(labels)} videos to {args.out}/videos and labels to {args.out}/labels.parquet in {dt:.1f} s")
     print(f"  identities: {labels['identity'].nunique()}, splits: {labels['split'].value_counts().to_dict()}")

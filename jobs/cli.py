@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .commands import (
@@ -69,6 +70,8 @@ def command_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for jobs that record it
+    if getattr(args, "verbose", False):
+        os.environ["ANONVID_VERBOSE"] = "1"  # read where Ray is started (pipelines.anonymize.connect)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt as e:  # a run's own (RunInterrupted) says what it committed and where its record is

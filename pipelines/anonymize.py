@@ -358,12 +358,15 @@ def connect(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Workers' and Ray's own lines (progress bars, actor and placement-group chatter) stay in Ray's log folder:
+    # the jobs print their own progress. `--verbose` (ANONVID_VERBOSE=1) forwards them to this terminal too.
+    verbose = os.environ.get("ANONVID_VERBOSE", "") not in ("", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:  # ray.init starts the raylet from this process, and every worker from the raylet
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=verbose)
         return
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=verbose)
 
 
 def _check_gpus(cfg: AnonymizeConfig) -> None:

@@ -8,13 +8,16 @@ import json
 
 def add_command(sub, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
     """A subcommand parser whose --help ends with its examples, laid out as written."""
-    return sub.add_parser(
+    p = sub.add_parser(
         name,
         help=help,
         description=description,
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--verbose", action="store_true",
+                   help="also print Ray's own lines (workers, progress bars); they go to Ray's log folder otherwise")
+    return p
 
 
 def flag_overrides(args: argparse.Namespace, flags) -> list[str]:

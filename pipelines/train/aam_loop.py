@@ -87,7 +87,7 @@ def aam_train_func(cfg: dict) -> None:
     from anon_core.models.aam import aam_for_dim
 
     from .aam_data import read_aam_features
-    from .common import epoch_line, report_epoch, restore
+    from .common import report_epoch, restore
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -151,8 +151,7 @@ def aam_train_func(cfg: dict) -> None:
                 parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
         metrics = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in parts_sum.items()}}
         metrics.update(validate_aam(aam, head, objective, batch, val, feats["mask"], action, B))
-        if rank == 0:
-            epoch_line("aam", cfg["epochs"], metrics, time.monotonic() - t0)
+        metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 

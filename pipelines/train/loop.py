@@ -155,7 +155,7 @@ def train_func(cfg: dict) -> None:
     from anon_core.models.video_vit import load_pretrained
 
     from .clips import ClipStore, epoch_batches, steps_per_epoch
-    from .common import autocast, epoch_line, report_epoch, restore
+    from .common import autocast, report_epoch, restore
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -219,8 +219,7 @@ def train_func(cfg: dict) -> None:
         metrics = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
                    "lr": float(sched.get_last_lr()[0]), "train_s": train_s, "compute_s": compute_s,
                    **validate(model, store, val_pos, inputs, cfg, rank, world)}  # fmt: skip
-        if rank == 0:
-            epoch_line(cfg["kind"], cfg["epochs"], metrics, time.monotonic() - t0)
+        metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         extra = {"epoch": epoch, "step": step, "run": cfg["name"], "classes": cfg["classes"],
                  "attributes": cfg["attribute_names"]}  # fmt: skip
         report_epoch(core, cfg["builder"], cfg["kwargs"], extra,

@@ -25,7 +25,7 @@ def mae_train_func(cfg: dict) -> None:
     from anon_core.models.video_vit import load_pretrained
 
     from .clips import ClipStore, epoch_batches, steps_per_epoch
-    from .common import autocast, epoch_line, report_epoch, restore
+    from .common import autocast, report_epoch, restore
     from .loop import lr_lambda
 
     ctx = ray.train.get_context()
@@ -88,8 +88,7 @@ def mae_train_func(cfg: dict) -> None:
         metrics = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
                    "lr": float(sched.get_last_lr()[0]), "train_s": time.monotonic() - t0, "compute_s": compute_s,
                    **validate_mae(model, core, store, val_pos, inputs, cfg, rank, world)}  # fmt: skip
-        if rank == 0:
-            epoch_line("encoder mae", cfg["epochs"], metrics, time.monotonic() - t0)
+        metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         decoder = {k: v for k, v in core.state_dict().items() if not k.startswith("encoder.")}
         extra = {"epoch": epoch, "step": step, "run": cfg["name"], "objective": "mae", "mask_ratio": cfg["mask_ratio"]}
         report_epoch(core.encoder, cfg["builder"], cfg["kwargs"], extra,

@@ -134,6 +134,9 @@ def test_markdown_has_every_section(report, tmp_path):
     assert "| **total** | **31.2** |" in text  # summed: the report has no total of its own
     with_total = write_markdown({**report, "timings": {"load": 1.0, "total": 5.0}}, str(path))
     assert "| **total** | **5.0** |" in with_total and "| total |" not in with_total
+    nested = write_markdown({**report, "timings": {"train": 10.0, "evaluate": 4.0, "  evaluate raw": 3.0,
+                                                   "  evaluate aam": 1.0}}, str(path))  # fmt: skip
+    assert "| **total** | **14.0** |" in nested  # the indented parts of a step are not counted twice
 
 
 def test_plots_are_png(report, tmp_path):

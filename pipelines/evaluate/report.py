@@ -223,7 +223,8 @@ def _timings_table(report: dict) -> str:
     if not timings:
         return "Not recorded."
     steps = {k: float(v) for k, v in timings.items() if k != "total"}
-    total = float(timings["total"]) if "total" in timings else sum(steps.values())  # the job's own wall time wins
+    # the job's own wall time wins; else the top-level steps (indented ones are parts of the step above them)
+    total = float(timings["total"]) if "total" in timings else sum(v for k, v in steps.items() if k == k.lstrip())
     rows = [[str(step), f"{s:.1f}"] for step, s in steps.items()] + [["**total**", f"**{total:.1f}**"]]
     return _table(["step", "seconds"], rows, "lr")
 

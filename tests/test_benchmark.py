@@ -4,6 +4,7 @@ table), then `anonvid evaluate` on its outputs: the real entrypoints on tiny mod
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,13 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     cfg, _, _ = bench
     f = f"{cfg.out}/features"
     labels = f"{cfg.out}/corpus/labels.parquet"
+    stdout = sys.stdout
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r"), "--method", f"raw={f}/raw",
-                 "--method", f"aam={f}/aam", "--epochs", "3"])  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+                 "--method", f"aam={f}/aam", "--epochs", "3", "--json"])  # fmt: skip
+    sys.stdout = stdout  # --json leaves everything else on stderr for the rest of the process; this test goes on
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert set(json.loads(captured.out)["methods"]) == {"raw", "aam"}  # --json: stdout is the report alone
     report = json.load(open(tmp_path / "r" / "report.json"))
     assert set(report["methods"]) == {"raw", "aam"} and report["command"].startswith("anonvid evaluate")
 

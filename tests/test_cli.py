@@ -107,3 +107,19 @@ def test_synth_into_a_corpus_made_another_way_is_refused_naming_the_differences(
     err = capsys.readouterr().err
     assert "anonvid synth: " in err and "videos=4 there, 6 now" in err and "Traceback" not in err
     assert main(args) == 0  # the same settings again: the corpus is complete, nothing to redo
+
+
+def test_every_command_that_reports_takes_json(tmp_path, capsys):
+    import argparse
+
+    from jobs.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    with_json = {name for name, p in sub.choices.items() if any("--json" in a.option_strings for a in p._actions)}
+    assert {"synth", "anonymize", "train", "evaluate", "benchmark", "bench", "runs"} <= with_json
+    assert main(["synth", "--out", str(tmp_path / "c"), "--videos", "4", "--size", "32", "--frames", "8",
+                 "--workers", "1", "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)  # stdout is the document and nothing else
+    assert doc["videos"] == 4 and sum(doc["splits"].values()) == 4 and set(doc["attribute_prevalence"]) == set(
+        ATTRIBUTES
+    )

@@ -73,7 +73,9 @@ def anonymize(capsys, source: list[str], out: str, models: dict, *extra: str) ->
     capsys.readouterr()
     argv = ["anonymize", *source, "--out", out, "--json", "--rows-per-shard", "4", "--batch-size", "4", *extra]
     argv += [f"--{kind}={uri}" for kind, uri in models.items()]
+    stdout = sys.stdout
     rc = main(argv)
+    sys.stdout = stdout  # --json leaves the rest of the process's stdout on stderr; the next call needs it back
     captured = capsys.readouterr()
     return rc, json_summary(rc, captured.out, captured.err)
 

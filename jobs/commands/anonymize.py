@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
-from . import add_command, flag_overrides
+from . import add_command, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid anonymize demo_out/corpus/videos --out feats --encoder models/encoder --pruner models/pruner \\
@@ -153,12 +152,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report("anonvid anonymize", *job_config(args))
     if cfg is None:
         return 2
-    out = sys.stdout
-    if args.json:
-        # stdout carries only the summary, now and until the process ends: Ray prints worker and raylet lines to
-        # whatever sys.stdout is when they arrive, some late (after a worker death) and some at exit (its
-        # de-duplicated repeats), so everything else goes to stderr for good, not only while the job runs
-        sys.stdout = sys.stderr
+    out = json_stdout(args.json)
     try:
         progress = Progress("videos committed", 0)
         summary = run_anonymize(cfg, dry_run=args.dry_run, preview=args.preview, progress=progress)
@@ -166,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"anonvid anonymize: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, indent=2, default=str), file=out, flush=True)
+        print_json(summary, out)
     else:
         print_summary(summary)
     return 0 if summary.get("dry_run") or summary["ok"] else 1

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import add_command, flag_overrides
+from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid bench --out bench_perf                       # this machine, CPU: decode, models, pipeline
@@ -28,6 +28,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--tiny", action="store_true", default=None, help="small inputs, 2 repeats (a smoke run)")
     p.add_argument("--repeats", type=int, help="runs per decode and model figure (default 5)")
     p.add_argument("--docs", help="also write the tables into this markdown file (docs/benchmarks.md)")
+    add_json_flag(p, "the figures (what bench.json holds)")
     p.set_defaults(run=run, job_config=job_config)
 
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():  # before minutes of decode figures, not after them
             print("anonvid bench: --device cuda, but torch sees no CUDA device here; use --device cpu", file=sys.stderr)
             return 2
+    out = json_stdout(args.json)
     command = " ".join(["anonvid", *map(shlex.quote, getattr(args, "argv", sys.argv[1:]))])
     result = run_bench(cfg, log=lambda msg: print(msg, flush=True), command=command)
     for t in result["targets"]:
@@ -55,4 +57,6 @@ def run(args: argparse.Namespace) -> int:
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
         print(f"  {t['target']}: {value} (goal {t['goal']}): {state}")
     print(f"wrote {cfg.out}/bench.json")
+    if args.json:
+        print_json(result, out)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_command, flag_overrides
+from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid benchmark --out bench_out --readme README.md          # 1000 videos: what the README table comes from
@@ -26,6 +26,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the steps and what an earlier run into --out already did; run nothing")  # fmt: skip
+    add_json_flag(p, "the report (report.json) at the end")
     p.set_defaults(run=run, job_config=job_config)
 
 
@@ -45,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(cfg)
         return 0
+    out = json_stdout(args.json)
     connect(args.address)
     report = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))
     from pipelines.evaluate.report import markdown_table
 
     print(markdown_table(report))
     print(f"report: {cfg.out}/report/report.md")
+    if args.json:
+        print_json(report, out)
     return 0

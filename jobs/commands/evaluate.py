@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import add_command, flag_overrides
+from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid evaluate --labels corpus/labels.parquet --out report \\
@@ -35,6 +35,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--out", help="report folder")
     p.add_argument("--epochs", type=int, help="attacker and probe epochs (best epoch counts; default 60)")
     p.add_argument("--seed", type=int, help="seed of the attackers, probes and bootstrap")
+    add_json_flag(p, "the report's figures and targets (what report.json holds)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the labels and every output, print what would be evaluated; train nothing")  # fmt: skip
     p.set_defaults(run=run, job_config=job_config)
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                   else ""))  # fmt: skip
         print(f"dry run: {len(plan)} methods against {cfg.reference!r} would be evaluated into {cfg.out}")
         return 0
+    out = json_stdout(args.json)
     print(f"evaluating {len(cfg.methods)} methods against {cfg.reference!r} -> {cfg.out}")
     try:
         report = run_evaluation(cfg)
@@ -145,4 +147,6 @@ def run(args: argparse.Namespace) -> int:
     for t in report["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         print(f"  {t['method']}: {t['name']}: {state}")
+    if args.json:
+        print_json(report, out)
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from . import add_command
+from . import add_command, add_json_flag, print_json
 
 EXAMPLES = """examples:
   anonvid synth --out data/corpus --videos 200 --seed 1
@@ -36,6 +36,7 @@ def add_parser(sub, name: str) -> None:
                    help="train/test split by video, or by identity (no person in both) (%(default)s)")
     p.add_argument("--videos-per-identity", type=int, default=5, help="videos of each person (%(default)s)")
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
+    add_json_flag(p, "what was written (counts per split, action and attribute)")
     p.set_defaults(run=run)
 
 
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"anonvid synth: {e}", file=sys.stderr)
         return 2
     dt = time.monotonic() - t0
+    if args.json:
+        print_json({"out": args.out, "videos": len(labels), "seconds": round(dt, 3),
+                    "identities": int(labels["identity"].nunique()),
+                    "splits": labels["split"].value_counts().to_dict(),
+                    "actions": labels["action"].value_counts().sort_index().to_dict(),
+                    "attribute_prevalence": {a: float(labels[a].mean()) for a in ATTRIBUTES}}, sys.stdout)  # fmt: skip
+        return 0
     print(f"wrote {len(labels)} videos to {args.out}/videos and labels to {args.out}/labels.parquet in {dt:.1f} s")
     print(f"  identities: {labels['identity'].nunique()}, splits: {labels['split'].value_counts().to_dict()}")
     print("  actions: " + ", ".join(f"{k}={v}" for k, v in labels["action"].value_counts().sort_index().items()))

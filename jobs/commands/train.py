@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import add_command
+from . import add_command, add_json_flag, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid train encoder --config jobs/configs/train_encoder_tiny.yaml
@@ -24,6 +24,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--config", help="YAML config (jobs/configs/train_*.yaml)")
     p.add_argument("--init-from", help="encoder/pruner: start from these timm or VideoMAE weights")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    add_json_flag(p, "the run's result (metrics of the last epoch, checkpoint, export)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved label schema, videos per class and split, the clip count and the plan; "
                         "train nothing")  # fmt: skip
@@ -83,8 +84,17 @@ def _train(args: argparse.Namespace, cfg) -> int:
         from pipelines.train.aam_loop import run_aam_training as train
     else:
         from pipelines.train.loop import run_training as train
+    out = json_stdout(args.json)
     connect(args.address)
     result = train(cfg)
-    print(json.dumps({"metrics": result.metrics, "checkpoint": str(result.checkpoint.path) if result.checkpoint
-                      else None, "out": cfg.out}, indent=2, default=str))  # fmt: skip
+    summary = {"ok": result.error is None, "error": None if result.error is None else str(result.error),
+               "metrics": result.metrics, "checkpoint": str(result.checkpoint.path) if result.checkpoint else None,
+               "out": cfg.out}  # fmt: skip
+    if args.json:
+        print_json(summary, out)
+    elif result.error is None:
+        print(f"trained: last epoch {summary['metrics'].get('epoch', -1) + 1}; checkpoint {summary['checkpoint']}"
+              + (f"; best exported to {cfg.out}" if cfg.out else ""))  # fmt: skip
+    else:
+        print(f"anonvid train {args.kind}: the run failed: {summary['error']}", file=sys.stderr)
     return 0 if result.error is None else 1

@@ -52,7 +52,7 @@ def test_demo_runs_through_the_console_script(tmp_path, ray_session):
     assert res.returncode == 0, res.stderr
     assert "videos: 8 ok, 0 failed, 0 unfinished, 0 already done; 8 clips" in res.stdout  # one 16x2 clip each
     assert "UNTRAINED" in res.stdout and "UNTRAINED" in res.stderr  # the plan and the summary both say so
-    out = tmp_path / "demo" / "features"
+    out = tmp_path / "demo" / "output"
     table = pq.read_table(out / "features")
     assert table.num_rows == 8 and table.column("video_id").to_pandas().nunique() == 8
     (run,) = list((out / "_runs").glob("*.json"))

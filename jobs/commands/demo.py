@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     s = run_demo(
         DemoConfig(out=args.out, videos=args.videos, seed=args.seed, workers=args.workers, mode=args.mode,
                    preview=args.preview),  # fmt: skip
-        progress=Progress("videos", args.videos),
+        progress=Progress("videos committed", args.videos),
     )
     print_summary(s)
+    print(f"features: {args.out}/output/features/ (any Parquet reader; README, \"Output layout\")")
     print("models: tiny and UNTRAINED (random weights), so these features are not anonymized; train real ones with "
           "`anonvid train` (or run `anonvid benchmark`)")  # fmt: skip
     return 0 if s["ok"] else 1

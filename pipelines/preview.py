@@ -27,6 +27,7 @@ CLIPS_PER_VIDEO = 4  # a preview is for looking at, not for coverage: a few clip
 SEP = 2  # px between the tiles of one frame
 GAP = 8  # px between frames and between videos: wider than SEP, so the triplets read as groups
 HEADER = 16  # px of captions above the first row
+LABEL = 12  # px above each row for its video: the id and the share of tubelets kept
 RED = np.array([255, 0, 0], dtype=np.float32)
 TINT = 0.5  # alpha of the red over removed tubelets: the content stays recognisable under it
 GRID_SHADE = 0.5  # grid lines: the pixel darkened by half, visible on bright and tinted areas alike
@@ -58,7 +59,7 @@ def write_preview(plan, n: int, *, clips_per_video: int = CLIPS_PER_VIDEO) -> di
     cap = min(clips_per_video, cfg.max_clips or clips_per_video)
     spec = replace(cfg.spec, max_clips=cap)
 
-    rows, videos, video_ids, kept, skipped = [], [], [], [], []
+    rows, labels, videos, video_ids, kept, skipped = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="anonvid-preview-") as tmp:
         for vid, uri in chosen:
             try:
@@ -79,10 +80,13 @@ def write_preview(plan, n: int, *, clips_per_video: int = CLIPS_PER_VIDEO) -> di
             videos.append(_upload(store, local, f"{vid}.mp4"))
             video_ids.append(vid)
             rows.append(_sheet_row(clips[0], masked[0], keep_tubelets[0], prune.tubelet, cfg.allow_raw))
+            # the id names the row (the file name could itself be private: shown only with allow_raw)
+            name = f"  {uri.rsplit('/', 1)[-1]}" if cfg.allow_raw else ""
+            labels.append(f"{vid[:16]}{name}  kept {keep_tubelets[0].mean():.0%} of tubelets")
         sheet = None
         if rows:
             local = os.path.join(tmp, "contact_sheet.png")
-            _sheet(rows, spec, CAPTIONS_RAW if cfg.allow_raw else CAPTIONS).save(local, optimize=True)
+            _sheet(rows, labels, spec, CAPTIONS_RAW if cfg.allow_raw else CAPTIONS).save(local, optimize=True)
             sheet = _upload(store, local, "contact_sheet.png")
     return {
         "contact_sheet": sheet,
@@ -180,17 +184,18 @@ def _sheet_row(clip: np.ndarray, masked: np.ndarray, keep: np.ndarray, tubelet, 
     return tiles
 
 
-def _sheet(rows: list[list[np.ndarray]], spec, captions: tuple[str, ...]):
-    """Rows of tiles -> one PIL image: SEP between the tiles of a frame, GAP between frames and between videos."""
+def _sheet(rows: list[list[np.ndarray]], labels: list[str], spec, captions: tuple[str, ...]):
+    """Rows of tiles -> one PIL image: SEP between the tiles of a frame, GAP between frames and between videos, a
+    label line above each row naming its video."""
     from PIL import Image, ImageDraw
 
     s, k, per_row = spec.size, len(captions), len(rows[0])
     frames = _frames_shown(spec.num_frames)
     width = len(frames) * (k * s + (k - 1) * SEP) + (len(frames) - 1) * GAP
-    height = HEADER + len(rows) * s + (len(rows) - 1) * GAP
+    height = row_top(len(rows) - 1, s) + s
     canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     for r, tiles in enumerate(rows):
-        top = HEADER + r * (s + GAP)
+        top = row_top(r, s)
         for i, tile in enumerate(tiles):
             left = _tile_left(i, s, k)
             canvas[top : top + s, left : left + s] = tile
@@ -199,7 +204,14 @@ def _sheet(rows: list[list[np.ndarray]], spec, captions: tuple[str, ...]):
     for i in range(per_row):
         caption = captions[i % k].format(t=frames[i // k])
         draw.text((_tile_left(i, s, k) + 2, 2), caption, fill=(0, 0, 0))
+    for r, label in enumerate(labels):
+        draw.text((2, row_top(r, s) - LABEL), label, fill=(0, 0, 0))
     return image
+
+
+def row_top(r: int, s: int) -> int:
+    """Top edge of the r-th row's tiles (its label line sits just above)."""
+    return HEADER + r * (LABEL + s + GAP) + LABEL
 
 
 def _tile_left(i: int, s: int, k: int) -> int:

@@ -36,13 +36,16 @@ def sheet_tiles(result: dict, plan, per_frame: int) -> dict[str, list[np.ndarray
     frames = len(preview._frames_shown(plan.config.clip_frames))
     with fsspec.open(result["contact_sheet"], "rb") as f:
         sheet = np.asarray(Image.open(f).convert("RGB"))
+    n = len(result["video_ids"])
     assert sheet.shape[:2] == (
-        preview.HEADER + len(result["video_ids"]) * s + (len(result["video_ids"]) - 1) * preview.GAP,
+        preview.HEADER + n * (preview.LABEL + s) + (n - 1) * preview.GAP,
         frames * (per_frame * s + (per_frame - 1) * preview.SEP) + (frames - 1) * preview.GAP,
     )
     tiles = {}
     for r, vid in enumerate(result["video_ids"]):
-        top = preview.HEADER + r * (s + preview.GAP)
+        top = preview.HEADER + r * (preview.LABEL + s + preview.GAP) + preview.LABEL
+        label = sheet[top - preview.LABEL : top]
+        assert (label < 128).any(), "every row is labelled with its video"  # text drawn in the label band
         lefts = [g * (per_frame * s + (per_frame - 1) * preview.SEP + preview.GAP) + j * (s + preview.SEP)
                  for g in range(frames) for j in range(per_frame)]  # fmt: skip
         tiles[vid] = [sheet[top : top + s, left : left + s] for left in lefts]

@@ -164,7 +164,7 @@ def test_preview_to_an_fsspec_output(tiny_models, small_corpus):
     result = write_preview(plan, 1)
     assert result["contact_sheet"] == f"{out}/preview/contact_sheet.png"
     with fsspec.open(result["contact_sheet"], "rb") as f:
-        assert Image.open(f).size[1] == preview.HEADER + plan.config.clip_size
+        assert Image.open(f).size[1] == preview.HEADER + preview.LABEL + plan.config.clip_size
     with fsspec.open(result["videos"][0], "rb") as f:
         assert len(decode_all(f.read())) == plan.config.clip_frames
 

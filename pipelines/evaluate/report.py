@@ -401,7 +401,7 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: str) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")  # a legend outside the axes stays in the image
     _write_bytes(path, buf.getvalue())
 
 

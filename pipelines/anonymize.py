@@ -364,6 +364,9 @@ def connect(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:  # ray.init starts the raylet from this process, and every worker from the raylet
         ray.init(include_dashboard=False, log_to_driver=verbose)
+        from .reaper import start_reaper
+
+        start_reaper()  # this Ray ends with this job, even a killed one (pipelines/reaper.py)
         return
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=verbose)

@@ -114,7 +114,7 @@ FUZZ = {  # name -> the reason its error row must give
     "loop_a.mp4": "broken_link",
     "loop_b.mp4": "broken_link",
 }
-FUZZ_GOOD_EXTRA = ["ünïcode name's copy.mp4", "link to a good one.mp4", "long_static.mp4"]
+FUZZ_GOOD_EXTRA = ["ünïcode name's copy.mp4", "link to a good one.mp4", "long_400_frames.mp4"]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def fuzz_input(tmp_path_factory, small_corpus) -> Path:
     (d / "loop_b.mp4").symlink_to(d / "loop_a.mp4")
     (d / "ünïcode name's copy.mp4").write_bytes(good)
     (d / "link to a good one.mp4").symlink_to(first)
-    write_indexed_video(d / "long_static.mp4", 400, width=112, height=112)  # 16 s: many clips, one video
+    write_indexed_video(d / "long_400_frames.mp4", 400, width=112, height=112)  # 16 s: many clips, one video
     (d / "folder.mp4").mkdir()  # a folder named like a video: not a video, not an error
     (d / "folder.mp4" / "notes.txt").write_text("not a video")
     return d

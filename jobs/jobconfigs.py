@@ -70,6 +70,36 @@ def job_config_errors(job: str, path: str | None, overrides: Sequence[str] = ())
     return config_errors(spec.cls, path, [*overrides, *spec.fixed])
 
 
+def input_errors(job: str, cfg) -> list[str]:
+    """What the job would refuse at run time in what its config names, read without running it: the anonymize
+    preflight (input listing, models, output), a training run's labels through its schema (and the AAM's encoder),
+    the evaluation's labels and outputs. Generated-data jobs (benchmark, bench) have nothing to read."""
+    from pipelines.sources import InputError
+
+    try:
+        if job == "anonymize":
+            from pipelines.anonymize import preflight
+
+            preflight(cfg)
+        elif job.startswith("train"):
+            from pipelines.train.common import prepare_data
+
+            errors = cfg.encoder_errors() if job == "train aam" else []
+            if errors:
+                return errors
+            prepare_data(cfg, log=lambda msg: None, decode=False)
+        elif job == "evaluate":
+            from pipelines.evaluate.run import preflight
+
+            preflight(cfg)
+    except FileNotFoundError as e:
+        what = e.filename or str(e)
+        return [f"{what} does not exist: fix the path, or create it first (the config's header says how)"]
+    except (InputError, ValueError) as e:  # every other refusal of these jobs is one of these
+        return [str(e)]
+    return []
+
+
 def load_or_report(prog: str, job: str, path: str | None, overrides: Sequence[str] = ()):
     """The config, or None after printing every error under the command's name (the caller exits 2)."""
     try:

@@ -193,3 +193,22 @@ def test_command_errors_checks_commands_without_running_them(deployment_env):
     assert command_errors(["anonvid", "synth", "--out", "x", "--videos", "4"]) == []  # reads no config
     assert any("--init-from is for the encoder and the pruner" in e for e in command_errors(
         ["anonvid", "train", "aam", "--config", "jobs/configs/train_aam_tiny.yaml", "--init-from", "w.pt"]))
+
+
+def test_validate_config_inputs_reports_what_the_run_would_refuse(tmp_path, monkeypatch, capsys):
+    """--inputs opens what a config names: a missing manifest, a label column the manifest lacks and a wrong class
+    count are reported now (exit 2), not minutes into the run; a config whose inputs fit passes."""
+    from anon_core.synthetic import CorpusConfig, generate_corpus
+
+    generate_corpus(tmp_path / "demo_out" / "corpus", CorpusConfig(videos=8, size=32, frames=8), workers=1)
+    monkeypatch.chdir(tmp_path)  # the tiny config's relative paths resolve here, as for a user in a fresh clone
+    cfg = str(Path(__file__).parents[1] / "jobs" / "configs" / "train_encoder_tiny.yaml")
+    assert main(["validate-config", "--inputs", cfg]) == 0
+    assert "ok (train encoder config)" in capsys.readouterr().out
+    assert main(["validate-config", "--inputs", cfg, "label_schema.action=activity", "num_classes=3"]) == 2
+    assert "has no column 'activity'" in capsys.readouterr().out
+    assert main(["validate-config", "--inputs", cfg, "num_classes=3"]) == 2
+    assert "num_classes=3 but the manifest has 8" in capsys.readouterr().out
+    assert main(["validate-config", "--inputs", cfg, "manifest=nowhere/labels.parquet"]) == 2
+    assert "nowhere/labels.parquet does not exist" in capsys.readouterr().out
+    assert main(["validate-config", cfg, "manifest=nowhere/labels.parquet"]) == 0  # without --inputs: the file only

@@ -13,6 +13,7 @@ from .anonymize import OVERRIDE
 EXAMPLES = """examples:
   anonvid validate-config jobs/configs/*.yaml
   anonvid validate-config my_run.yaml --job "train pruner" epochs=20
+  anonvid validate-config --inputs jobs/configs/train_encoder_tiny.yaml   # also open its manifest: labels, classes
   ANONVID_INPUT=s3://archive/videos/ ANONVID_OUTPUT=s3://features/vitb/ ANONVID_MODELS=s3://models/vitb \\
       anonvid validate-config jobs/configs/anonymize_gpu_vitb.yaml      # ${VAR} references come from the environment
 
@@ -28,11 +29,21 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--job", help='the job the files configure: anonymize, "train encoder", ..., evaluate, benchmark')
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value",
                    help="validate with this override too (repeatable; trailing key=value words work as well)")
+    p.add_argument("--inputs", action="store_true",
+                   help="also open what each config names (manifest and labels, models, outputs) and report what the "
+                        "job would refuse at run time")  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobconfigs import job_config_errors, job_from_filename, job_from_header, job_names
+    from ..jobconfigs import (
+        input_errors,
+        job_config_errors,
+        job_from_filename,
+        job_from_header,
+        job_names,
+        load_job_config,
+    )
 
     overrides = list(args.overrides)
     files = [f for f in args.files if not OVERRIDE.match(f)]
@@ -49,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             bad += 1
             continue
         errors = job_config_errors(job, path, overrides)
+        if not errors and args.inputs:
+            errors = input_errors(job, load_job_config(job, path, overrides))
         if errors:
             bad += 1
             print(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''} ({job} config)")

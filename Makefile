@@ -13,7 +13,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --isolated --disable-pip-version-check -q -c constraints.txt "torch==2.13.0" "torchvision==0.28.0"
+	@echo "anonvid install 1/2: torch 2.13.0 + torchvision 0.28.0 (about 3 GB to download, 6 GB in $(VENV); 2-10 min)"
+	$(BIN)/pip install --isolated --disable-pip-version-check -c constraints.txt "torch==2.13.0" "torchvision==0.28.0"
+	@echo "anonvid install 2/2: anonvid and its dependencies (ray, timm, decord, av, ...)"
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
 	$(BIN)/python -c "import torch, torchvision, timm, decord, av, ray; print('anonvid env: torch', torch.__version__, '| ray', ray.__version__)"
 	touch $@

@@ -200,7 +200,7 @@ def test_rerun_keeps_finished_videos_and_refuses_another_config(tmp_path):
     assert first.stat().st_mtime_ns == stamp
     assert all((tmp_path / p).exists() for p in labels["path"])
     assert not list((tmp_path / "videos").glob(".*partial*"))
-    with pytest.raises(ValueError, match="another config.*choose a new --out directory"):
+    with pytest.raises(ValueError, match="made another way.*choose a new --out directory"):
         generate_corpus(tmp_path, replace(cfg, seed=1), workers=1)
     with pytest.raises(ValueError, match="workers=-1: pass 0 for one process per CPU"):
         generate_corpus(tmp_path, cfg, workers=-1)

@@ -361,15 +361,22 @@ def connect(address: str | None = None) -> None:
     # Workers' and Ray's own lines (progress bars, actor and placement-group chatter) stay in Ray's log folder:
     # the jobs print their own progress. `--verbose` (ANONVID_VERBOSE=1) forwards them to this terminal too.
     verbose = os.environ.get("ANONVID_VERBOSE", "") not in ("", "0")
+    import logging
+
+    # and Ray's own INFO and WARNING lines in this process (start-up, executor plans): errors are kept
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(level)
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:  # ray.init starts the raylet from this process, and every worker from the raylet
-        ray.init(include_dashboard=False, log_to_driver=verbose)
+        ray.init(include_dashboard=False, log_to_driver=verbose, logging_level=level)
         from .reaper import start_reaper
 
         start_reaper()  # this Ray ends with this job, even a killed one (pipelines/reaper.py)
         return
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=verbose)
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=verbose,
+             logging_level=level)
 
 
 def _check_gpus(cfg: AnonymizeConfig) -> None:

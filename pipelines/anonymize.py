@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -189,6 +189,10 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     problems = cfg.validate() if cfg.mode in MODES else [f"--mode must be one of {MODES}, got {cfg.mode!r}"]
     if problems:
         raise PreflightError("; ".join(problems))
+    # Relative local paths mean this process's working directory: the stages' workers on a running cluster
+    # (RAY_ADDRESS) have their own, so every path the plan hands them is made absolute here.
+    cfg = replace(cfg, **{k: os.path.abspath(v) for k in ("input", "manifest", "output", "encoder", "pruner", "aam")
+                          if isinstance(v := getattr(cfg, k), str) and v and "://" not in v})  # fmt: skip
     spec = cfg.spec
     labels = "own_id" if cfg.label_columns is None else cfg.label_columns
     listing = list_input(cfg.input, cfg.manifest, label_columns=labels)

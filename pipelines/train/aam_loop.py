@@ -190,6 +190,7 @@ def run_aam_training(cfg: AamTrainConfig, log=print):
     errors = cfg.encoder_errors()
     if errors:
         raise ValueError("; ".join(errors))
+    cfg.encoder = local_or_uri(cfg.encoder)  # the extraction's workers on a running cluster have their own cwd
     prepared = prepare_data(cfg, log)
     loop = prepared.loop_config()
     features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,

@@ -272,9 +272,11 @@ def resolved(cfg: TrainConfig, prepared) -> dict:
 
 def run_training(cfg: TrainConfig, log=print):
     from .clips import TrainDataError, steps_per_epoch
-    from .common import fit, prepare_data
+    from .common import fit, local_or_uri, prepare_data
 
     prepared = prepare_data(cfg, log)
+    if cfg.init_from:  # read by the workers, whose working directory on a running cluster is not this one
+        cfg.init_from = local_or_uri(cfg.init_from)
     loop = resolved(cfg, prepared)
     steps = steps_per_epoch(prepared.train_clips, cfg.batch_size, cfg.num_workers)
     if steps < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from .commands import (
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except KeyboardInterrupt as e:  # a run's own (RunInterrupted) says what it committed and where its record is
         print(f"anonvid: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        if str(e):  # what was committed stays: the same command again does the rest
+            print(f"anonvid: to resume, run the same command again: anonvid {shlex.join(args.argv)}", file=sys.stderr)
         return 130
 
 

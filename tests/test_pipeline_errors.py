@@ -420,6 +420,7 @@ def test_ctrl_c_records_what_the_run_committed(tiny_models, corpus, tmp_path, mo
     err = capsys.readouterr().err
     assert "anonvid: interrupted: 3 videos ok and 0 failed were committed before the stop (6 clips)" in err
     assert str(out / "_runs" / "stopped.json") in err
+    assert "to resume, run the same command again: anonvid anonymize " in err and "--run-id stopped" in err
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_path, no_pipeline):

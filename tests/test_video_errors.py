@@ -14,34 +14,38 @@ SPEC = ClipSpec(num_frames=4, stride=2, size=32)
 BACKENDS = ["decord", "pyav"]
 
 
+def _mux(c, s, frames, path):
+    """Encode `frames` with stream `s` into the open container `c`, flush the encoder, close; returns `path`."""
+    for frame in frames:
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
 def _write_mp4_index_at_end(path, n=200):
     """An mp4 without +faststart: its index (moov) comes after the frames, so a cut loses all of it."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=25)
     s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
     rng = np.random.default_rng(0)
-    for _ in range(n):
-        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
-        for p in s.encode(frame):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
+    frames = (av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+              for _ in range(n))  # fmt: skip
+    return _mux(c, s, frames, path)
 
 
 def _write_audio_only(path):
     c = av.open(str(path), "w")
     s = c.add_stream("aac", rate=16000)
-    for k in range(20):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, k * 1024
-        for p in s.encode(frame):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
+
+    def frame(k: int):
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 16000, k * 1024
+        return f
+
+    return _mux(c, s, (frame(k) for k in range(20)), path)
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,58 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def build_video_model(cfg: dict):
+    """The run's VideoViT (or pruner) from its builder and kwargs, started from `init_from` when given."""
+    from anon_core.models.bundle import BUILDERS
+    from anon_core.models.video_vit import load_pretrained
+
+    model = BUILDERS[cfg["builder"]][1](**cfg["kwargs"])
+    if cfg.get("init_from"):
+        load_pretrained(model, cfg["init_from"])
+    return model
+
+
+def warmup_cosine(opt, cfg: dict, train_clips: int, world: int):
+    """(scheduler, total steps): linear warm-up over warmup_frac of the run, then cosine to 0, counted in the steps
+    the cached clips give (ceil(clips per worker / batch) per epoch)."""
+    import torch
+
+    from .clips import steps_per_epoch
+
+    total = cfg["epochs"] * steps_per_epoch(train_clips, cfg["batch_size"], world)
+    warmup = max(1, int(cfg["warmup_frac"] * total))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup)), total
+
+
+def clip_inputs(cfg: dict, device):
+    """inputs(clips, gen): (B, T, H, W, 3) uint8 clips -> (B, 3, T, H, W) normalised on `device`, augmented (the same
+    crop and jitter in every frame) when a generator is given."""
+    import torch
+
+    from anon_core.augment import augment_clips
+    from anon_core.models.bundle import IMAGENET_MEAN, IMAGENET_STD, normalize_clips
+
+    def inputs(clips, gen: torch.Generator | None) -> torch.Tensor:
+        x = torch.from_numpy(clips)
+        if gen is not None:
+            x = augment_clips(x, gen, hflip=cfg["hflip"])
+        return normalize_clips(x.to(device), IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
+
+    return inputs
+
+
+def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
+    """Backward, gradient clipping (grad_clip > 0), the optimizer and scheduler steps."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+
+
 def train_func(cfg: dict) -> None:
     import time
 
@@ -148,23 +200,17 @@ def train_func(cfg: dict) -> None:
     import ray.train.torch
     import torch
 
-    from anon_core.augment import augment_clips
-    from anon_core.models.bundle import BUILDERS, IMAGENET_MEAN, IMAGENET_STD, normalize_clips
     from anon_core.models.grl import dann_coefficient
     from anon_core.models.pruner import pruner_loss
-    from anon_core.models.video_vit import load_pretrained
 
-    from .clips import ClipStore, epoch_batches, steps_per_epoch
+    from .clips import ClipStore, epoch_batches
     from .common import autocast, report_epoch, restore
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg["seed"])
-    model = BUILDERS[cfg["builder"]][1](**cfg["kwargs"])
-    if cfg.get("init_from"):
-        load_pretrained(model, cfg["init_from"])
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(build_video_model(cfg))
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
@@ -172,10 +218,7 @@ def train_func(cfg: dict) -> None:
     train_pos, val_pos = store.clips_of(cfg["train_videos"]), store.clips_of(cfg["val_videos"])
     action = torch.tensor(cfg["action"])  # per video index
     attributes = torch.tensor(cfg["attributes"]).reshape(len(cfg["action"]), -1)  # (videos, A)
-    steps = steps_per_epoch(len(train_pos), cfg["batch_size"], world)  # from the clips actually cached
-    total = cfg["epochs"] * steps
-    warmup = max(1, int(cfg["warmup_frac"] * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
+    sched, total = warmup_cosine(opt, cfg, len(train_pos), world)
     start, step, best = 0, 0, None
     state = restore(core)
     if state:
@@ -183,11 +226,7 @@ def train_func(cfg: dict) -> None:
         sched.load_state_dict(state["sched"])
         start, step = state["epoch"] + 1, state["step"]
 
-    def inputs(clips: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
-        x = torch.from_numpy(clips)
-        if gen is not None:
-            x = augment_clips(x, gen, hflip=cfg["hflip"])
-        return normalize_clips(x.to(device), IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
+    inputs = clip_inputs(cfg, device)
 
     for epoch in range(start, cfg["epochs"]):
         t0 = time.monotonic()
@@ -206,12 +245,7 @@ def train_func(cfg: dict) -> None:
                 else:
                     out = model(x, grl_coeff=dann_coefficient(min(1.0, step / max(1, total))))
                     loss = pruner_loss(out, y, attributes[videos].to(device), cfg["privacy_weight"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, cfg["grad_clip"])
             step += 1
             losses.append(loss.item())
             compute_s += time.perf_counter() - tc

@@ -19,23 +19,17 @@ def mae_train_func(cfg: dict) -> None:
     import ray.train.torch
     import torch
 
-    from anon_core.augment import augment_clips
-    from anon_core.models.bundle import BUILDERS, IMAGENET_MEAN, IMAGENET_STD, normalize_clips
     from anon_core.models.mae import VideoMAE
-    from anon_core.models.video_vit import load_pretrained
 
-    from .clips import ClipStore, epoch_batches, steps_per_epoch
+    from .clips import ClipStore, epoch_batches
     from .common import autocast, report_epoch, restore
-    from .loop import lr_lambda
+    from .loop import build_video_model, clip_inputs, optimizer_step, warmup_cosine
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg["seed"])
-    encoder = BUILDERS[cfg["builder"]][1](**cfg["kwargs"])
-    if cfg.get("init_from"):
-        load_pretrained(encoder, cfg["init_from"])
-    core = VideoMAE(encoder, mask_ratio=cfg["mask_ratio"], decoder_depth=cfg["decoder_depth"])
+    core = VideoMAE(build_video_model(cfg), mask_ratio=cfg["mask_ratio"], decoder_depth=cfg["decoder_depth"])
     # the encoder's head-side layers (fc_norm) take no part in reconstruction: DDP must allow unused parameters
     model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
     core = model.module if hasattr(model, "module") else model
@@ -43,10 +37,7 @@ def mae_train_func(cfg: dict) -> None:
 
     store = ClipStore(cfg["cache"])
     train_pos, val_pos = store.clips_of(cfg["train_videos"]), store.clips_of(cfg["val_videos"])
-    steps = steps_per_epoch(len(train_pos), cfg["batch_size"], world)
-    total = cfg["epochs"] * steps
-    warmup = max(1, int(cfg["warmup_frac"] * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
+    sched, _ = warmup_cosine(opt, cfg, len(train_pos), world)
     start, step = 0, 0
     state = restore(core.encoder)
     if state:
@@ -54,12 +45,7 @@ def mae_train_func(cfg: dict) -> None:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start, step = state["epoch"] + 1, state["step"]
-
-    def inputs(clips: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
-        x = torch.from_numpy(clips)
-        if gen is not None:
-            x = augment_clips(x, gen, hflip=cfg["hflip"])
-        return normalize_clips(x.to(device), IMAGENET_MEAN, IMAGENET_STD)  # (B, 3, T, H, W)
+    inputs = clip_inputs(cfg, device)
 
     for epoch in range(start, cfg["epochs"]):
         t0 = time.monotonic()
@@ -76,12 +62,7 @@ def mae_train_func(cfg: dict) -> None:
             tc = time.perf_counter()
             with autocast(torch, device):
                 loss = model(x, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, cfg["grad_clip"])
             step += 1
             losses.append(loss.item())
             compute_s += time.perf_counter() - tc

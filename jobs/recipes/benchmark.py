@@ -96,15 +96,21 @@ class Steps:
         return result
 
 
-def _train(kind: str, cfg: BenchmarkConfig, out: str, **fields) -> str:
-    """A Ray Train run whose exported bundle is reused when it exists (the run itself also resumes)."""
+def _bundle_exists(uri: str) -> bool:
+    """An exported bundle is there (a damaged one raises: the run would not reuse it either)."""
     from anon_core.models.bundle import read_bundle_config
 
     try:
-        read_bundle_config(out)
-        return out
+        read_bundle_config(uri)
+        return True
     except FileNotFoundError:
-        pass
+        return False
+
+
+def _train(kind: str, cfg: BenchmarkConfig, out: str, **fields) -> str:
+    """A Ray Train run whose exported bundle is reused when it exists (the run itself also resumes)."""
+    if _bundle_exists(out):
+        return out
     if kind == "aam":
         from pipelines.train.aam_loop import AamTrainConfig, run_aam_training
 
@@ -221,28 +227,20 @@ def _folder(name: str) -> str:
 def dry_run(cfg: BenchmarkConfig, log=print) -> dict:
     """What a run would do, and what an earlier run into the same folder already did (it resumes): nothing is
     generated, trained or anonymized."""
-    from anon_core.models.bundle import read_bundle_config
-
-    def have(path: str) -> bool:
-        try:
-            read_bundle_config(path)
-            return True
-        except (FileNotFoundError, ValueError):
-            return False
-
     m = f"{cfg.out}/models"
     trainings = {"encoder": cfg.encoder_epochs, "pruner": cfg.pruner_epochs, "aam": cfg.aam_epochs,
                  **{f"aam_wb{w}": cfg.aam_epochs for w in cfg.sweep_w_b}}  # fmt: skip
+    trained = {name: _bundle_exists(f"{m}/{name}") for name in trainings}
     runs = [name for name, _, _ in anonymize_runs(cfg, {w: f"{m}/aam_wb{w}" for w in cfg.sweep_w_b})]
     done = {n: os.path.exists(f"{cfg.out}/features/{_folder(n)}/_output.json") for n in runs}
     log(f"corpus: {cfg.videos} videos + {cfg.bias_videos} for the bias protocol, {cfg.size} px, {cfg.frames} frames "
         f"(models see {cfg.clip_size} px clips{', motion only' if cfg.motion_input else ''})")  # fmt: skip
     for name, epochs in trainings.items():
-        log(f"train {name}: {epochs} epochs" + (" (bundle exists: reused)" if have(f"{m}/{name}") else ""))
+        log(f"train {name}: {epochs} epochs" + (" (bundle exists: reused)" if trained[name] else ""))
     for name in runs:
         log(f"anonymize {name}" + (" (output exists: resumed)" if done[name] else ""))
     log(f"evaluate: {len(runs)} outputs, {cfg.epochs} attacker epochs, probes {cfg.probes} -> {cfg.out}/report")
-    return {"trainings": {n: have(f"{m}/{n}") for n in trainings}, "anonymize": done}
+    return {"trainings": trained, "anonymize": done}
 
 
 def _command(cfg: BenchmarkConfig) -> str:

@@ -15,6 +15,9 @@ Choices made here (each a knob):
   per-clip map and the two views of a video never see each other or other videos.
 - Normalisation: the published module is plain residual MHA with no LayerNorm, and that is the default
   (`norm="none"`). `norm="pre"` gives the pre-norm variant x = MHA(LN(x)) + x for encoders with large feature scale.
+- Private-attribute erasure (`erase=True`, not in the paper): a closed-form linear eraser
+  (`anon_core.models.erasure`) after the last layer, fitted on the trained adapter's outputs of the training videos
+  and their private labels; the loop trains with it off (`forward(..., erase=False)`), anonymize runs with it on.
 - Identity start: the paper warm-starts f_A by training it to reconstruct its input (`warm_start_identity`).
   `init="zero_out"` instead zeroes each layer's output projection, which makes f_A exactly the identity at step 0;
   it is an option, not the published recipe.
@@ -32,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon_core.losses import latent_consistency
+
+from .erasure import LinearEraser
 
 Norm = Literal["none", "pre"]
 Init = Literal["xavier", "zero_out"]
@@ -77,7 +82,8 @@ class AnonymizingAdapter(nn.Module):
     """f_A: (videos, clips, d) features + (videos, clips) mask -> anonymized features of the same shape."""
 
     def __init__(
-        self, *, dim: int, depth: int = 3, num_heads: int = 8, norm: Norm = "none", init: Init = "xavier"
+        self, *, dim: int, depth: int = 3, num_heads: int = 8, norm: Norm = "none", init: Init = "xavier",
+        erase: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or depth < 1 or num_heads < 1:
@@ -94,8 +100,9 @@ class AnonymizingAdapter(nn.Module):
             nn.init.zeros_(block.attn.proj.bias)
             if init == "zero_out":
                 nn.init.zeros_(block.attn.proj.weight)
+        self.eraser = LinearEraser(dim) if erase else None  # the identity until fitted
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, erase: bool = True) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(
                 f"expected (videos, clips, {self.dim}) features, got {tuple(x.shape)}; "
@@ -113,11 +120,13 @@ class AnonymizingAdapter(nn.Module):
         key_valid = mask | ~mask.any(dim=1, keepdim=True)
         for block in self.blocks:
             x = torch.where(real, block(x, key_valid), torch.zeros((), dtype=x.dtype, device=x.device))
+        if erase and self.eraser is not None:
+            x = torch.where(real, self.eraser(x), torch.zeros((), dtype=x.dtype, device=x.device))
         return x
 
-    def forward_static(self, z: torch.Tensor) -> torch.Tensor:
+    def forward_static(self, z: torch.Tensor, erase: bool = True) -> torch.Tensor:
         """(N, d) static-clip embeddings -> (N, d); each is its own one-clip video, so none sees another."""
-        return self(z[:, None, :])[:, 0, :]  # (N, 1, D) -> (N, D)
+        return self(z[:, None, :], erase=erase)[:, 0, :]  # (N, 1, D) -> (N, D)
 
     def forward_flat(self, h: torch.Tensor, video_ids: np.ndarray | list) -> torch.Tensor:
         """(n_clips, d) features with a video id per clip -> (n_clips, d), same row order."""
@@ -241,7 +250,7 @@ def warm_start_identity(
     for _, (x, m) in zip(range(steps), _feature_batches(features, mask, batch_videos, gen), strict=False):
         x = x.to(device=device, dtype=dtype)
         m = None if m is None else m.to(device=device, dtype=torch.bool)
-        loss = latent_consistency(x, adapter(x, m), m)
+        loss = latent_consistency(x, adapter(x, m, erase=False), m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -251,7 +260,7 @@ def warm_start_identity(
     adapter.train(was_training)
     with torch.no_grad():
         x, m = last
-        return float(latent_consistency(x, adapter(x, m), m))
+        return float(latent_consistency(x, adapter(x, m, erase=False), m))
 
 
 # builders: each only fills in numbers

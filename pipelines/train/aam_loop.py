@@ -5,6 +5,10 @@ step on w_lc * L_LC + w_t * L_T - w_b * L_B per batch of videos. The checkpoint 
 Every worker holds the extracted features (small: one row per video) and walks its share of the training videos in
 a seeded order per epoch; after each epoch every worker computes the same objective on the held-out videos, and the
 epoch with the lowest validation objective (utility, consistency and privacy together, as trained) is exported.
+
+With `erase` (the default), each epoch's checkpoint also carries a linear eraser of the private attributes
+(`anon_core.models.erasure`), fitted in closed form on that epoch's adapter outputs of the training videos; the
+objective above never sees it, so training is the paper's and the eraser is one more layer at inference.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class AamTrainConfig(TrainData):
     # L_B's two views of a video: "still" (one frame repeated, the paper's), "pan" (the frame under a slow camera
     # pan), "auto": pan when the encoder sees only motion (motion_input), to which a repeated frame is blank
     static_view: Literal["auto", "still", "pan"] = "auto"
+    # after training, erase what stays linearly readable of the private attributes (the label schema's attribute
+    # columns): "pairs" = the attributes and their pairwise conjunctions, "attributes" = only them, "none" = the
+    # paper's adapter alone. Needs attribute labels on the training videos.
+    erase: Literal["none", "attributes", "pairs"] = "pairs"
     depth: int = 3
     num_heads: int = 8
     max_clips: int = 8
@@ -54,6 +62,8 @@ class AamTrainConfig(TrainData):
             errors.append("epochs, batch_size, num_workers and max_clips must be >= 1")
         if self.static_view not in ("auto", "still", "pan"):
             errors.append(f"static_view must be 'auto', 'still' or 'pan', got {self.static_view!r}")
+        if self.erase not in ("none", "attributes", "pairs"):
+            errors.append(f"erase must be 'none', 'attributes' or 'pairs', got {self.erase!r}")
         return errors
 
     def encoder_errors(self) -> list[str]:
@@ -93,6 +103,8 @@ def aam_train_func(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["seed"])
     kwargs = {"dim": cfg["dim"], "depth": cfg["depth"], "num_heads": cfg["num_heads"]}
+    if cfg["erase"] != "none":
+        kwargs["erase"] = True
     aam, head = aam_for_dim(**kwargs), torch.nn.Linear(cfg["dim"], cfg["num_actions"])
     aam, head = ray.train.torch.prepare_model(aam), ray.train.torch.prepare_model(head)
     core = aam.module if hasattr(aam, "module") else aam
@@ -110,6 +122,7 @@ def aam_train_func(cfg: dict) -> None:
     train = np.array([row_of[v] for v in cfg["train_videos"] if v in row_of], dtype=np.int64)
     val = np.array([row_of[v] for v in cfg["val_videos"] if v in row_of], dtype=np.int64)
     action = np.array(cfg["action"], dtype=np.int64)[feats["video"]]  # per feature row
+    attributes = np.array(cfg["attributes"], dtype=np.float32).reshape(len(cfg["action"]), -1)[feats["video"]]
 
     def batch(rows: np.ndarray) -> dict:
         cols = {"h": feats["h"], "mask": feats["mask"], "static": feats["static"], "action": action}
@@ -119,12 +132,12 @@ def aam_train_func(cfg: dict) -> None:
         from anon_core.losses import aam_objective, latent_consistency
 
         h, mask = b["h"], b["mask"]  # (V, C, D), (V, C)
-        h_anon = aam(h, mask)
+        h_anon = aam(h, mask, erase=False)
         logits = head(h_anon)  # (V, C, K)
         if warm:
             return {"total": latent_consistency(h, h_anon, mask)}, logits
         labels = b["action"][:, None].expand_as(mask)  # (V, C): every clip carries its video's action
-        static = core.forward_static(b["static"].reshape(-1, cfg["dim"])).reshape(-1, 2, cfg["dim"])
+        static = core.forward_static(b["static"].reshape(-1, cfg["dim"]), erase=False).reshape(-1, 2, cfg["dim"])
         return aam_objective(
             h=h, h_anon=h_anon, task_logits={"action": logits}, task_labels={"action": labels}, static_a=static[:, 0],
             static_b=static[:, 1], mask=mask, w_lc=cfg["w_lc"], w_t=cfg["w_t"], w_b=cfg["w_b"],
@@ -151,9 +164,37 @@ def aam_train_func(cfg: dict) -> None:
                 parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach())
         metrics = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in parts_sum.items()}}
         metrics.update(validate_aam(aam, head, objective, batch, val, feats["mask"], action, B))
+        if cfg["erase"] != "none":
+            metrics["erased_dims"] = fit_eraser(core, feats, train, attributes, cfg["erase"] == "pairs", B)
         metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
+
+
+def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int) -> float:
+    """Fit the adapter's eraser on its (un-erased) outputs of the training videos' real clips and their attribute
+    labels, in place; returns the number of directions erased (0 when there are no attributes to erase)."""
+    import numpy as np
+    import torch
+
+    from anon_core.models.erasure import concept_columns, fit_leace
+
+    if attributes.shape[1] == 0 or len(rows) < 2:
+        return 0.0
+    was_training = core.training
+    core.eval()
+    outs, labels = [], []
+    with torch.no_grad():
+        for a in range(0, len(rows), batch_size):
+            r = rows[a : a + batch_size]
+            mask = torch.from_numpy(feats["mask"][r])  # (V, C)
+            out = core(torch.from_numpy(feats["h"][r]), mask, erase=False)  # (V, C, D)
+            outs.append(out[mask].numpy())  # (real clips, D)
+            labels.append(np.repeat(attributes[r], mask.sum(1).numpy(), axis=0))  # each clip its video's labels
+    core.train(was_training)
+    mean, proj = fit_leace(np.concatenate(outs), concept_columns(np.concatenate(labels), pairs))
+    core.eraser.set(mean, proj)
+    return float(np.linalg.matrix_rank(np.eye(len(mean)) - proj, tol=1e-4))
 
 
 def validate_aam(aam, head, objective, batch, val, masks, action, batch_size: int) -> dict:

@@ -1,0 +1,83 @@
+"""Closed-form linear erasure of private attributes from features (LEACE, Belrose et al., arXiv 2306.03819).
+
+Why: the AAM's privacy loss (`anon_core.losses.nt_xent` on still clips) is self-supervised and removes what a still
+frame shows; an encoder that sees motion keeps a little of who moves in *how* they move, which a linear or MLP
+attacker trained on private labels still reads, and a learned adversary inside the AAM's loop does not remove it
+(it sees too weak a signal per batch to steer the adapter; see docs/methods.md). Least-squares concept erasure does,
+in closed form, from the same training labels the pruner's privacy head uses: with x whitened by W = Sigma_x^-1/2
+and U an orthonormal basis of the whitened cross-covariance W Sigma_xz, the map
+
+    r(x) = x - W^+ U U^T W (x - mean)
+
+leaves no linear predictor of the concept columns z better than a constant (on the fitted data), and among all such
+maps moves x the least in the whitened norm, so the action survives. The concept columns are the attributes and,
+with `pairs=True`, their pairwise products, so an attacker's linear read-out of a conjunction (dark skin AND hat) is
+erased too: the 2-layer MLP attacker otherwise recovers part of what the attributes alone leave.
+
+`LinearEraser` holds the fitted map as buffers (it rides in a model bundle's weights); unfitted, it is the identity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def concept_columns(attributes: np.ndarray, pairs: bool = True) -> np.ndarray:
+    """(N, A) attribute labels -> (N, A [+ A(A-1)/2]) the concepts to erase: the attributes, then each pair's product.
+    Non-binary columns are used as they are (a product of two scores is still their interaction)."""
+    a = np.asarray(attributes, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"attributes must be (N, A), got shape {a.shape}")
+    if not pairs or a.shape[1] < 2:
+        return a
+    i, j = np.triu_indices(a.shape[1], k=1)
+    return np.concatenate([a, a[:, i] * a[:, j]], axis=1)  # (N, A + A(A-1)/2)
+
+
+def fit_leace(x: np.ndarray, z: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features, (N, K) concept values -> (mean (D,), P (D, D)) with r(x) = (x - mean) @ P.T + mean.
+
+    Directions of (numerically) zero variance are left alone (eigenvalues clipped at eps * the largest), and concept
+    columns that are constant carry no direction to erase."""
+    x = np.asarray(x, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    if x.ndim != 2 or z.ndim != 2 or len(x) != len(z):
+        raise ValueError(f"need x (N, D) and z (N, K) with the same N, got {x.shape} and {z.shape}")
+    if len(x) < 2:
+        raise ValueError(f"erasure needs at least 2 rows to estimate a covariance, got {len(x)}")
+    mean = x.mean(0)
+    xc, zc = x - mean, z - z.mean(0)
+    sigma = xc.T @ xc / len(x)  # (D, D)
+    ev, vecs = np.linalg.eigh(sigma)
+    keep = ev > eps * max(ev.max(), eps)
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, ev, 1.0)), 0.0)
+    w = vecs @ np.diag(inv_sqrt) @ vecs.T  # (D, D) whitening (pseudo-inverse square root)
+    w_pinv = vecs @ np.diag(np.where(keep, np.sqrt(np.clip(ev, 0, None)), 0.0)) @ vecs.T
+    cross = w @ (xc.T @ zc) / len(x)  # (D, K) whitened cross-covariance
+    u, s, _ = np.linalg.svd(cross, full_matrices=False)
+    u = u[:, s > 1e-9 * max(s.max(initial=0.0), 1e-12)]  # (D, r): the erased subspace, in whitened coordinates
+    proj = np.eye(x.shape[1]) - w_pinv @ u @ u.T @ w  # (D, D)
+    return mean.astype(np.float32), proj.astype(np.float32)
+
+
+class LinearEraser(nn.Module):
+    """r(x) = (x - mean) @ proj.T + mean over the last dimension; the identity until `set` is called."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("proj", torch.eye(dim))
+
+    @property
+    def fitted(self) -> bool:
+        return not torch.equal(self.proj, torch.eye(self.proj.shape[0], device=self.proj.device))
+
+    def set(self, mean: np.ndarray, proj: np.ndarray) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.proj.copy_(torch.as_tensor(proj, dtype=self.proj.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, proj = self.mean.to(x.dtype), self.proj.to(x.dtype)
+        return (x - mean) @ proj.T + mean

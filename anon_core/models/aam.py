@@ -82,7 +82,13 @@ class AnonymizingAdapter(nn.Module):
     """f_A: (videos, clips, d) features + (videos, clips) mask -> anonymized features of the same shape."""
 
     def __init__(
-        self, *, dim: int, depth: int = 3, num_heads: int = 8, norm: Norm = "none", init: Init = "xavier",
+        self,
+        *,
+        dim: int,
+        depth: int = 3,
+        num_heads: int = 8,
+        norm: Norm = "none",
+        init: Init = "xavier",
         erase: bool = False,
     ) -> None:
         super().__init__()

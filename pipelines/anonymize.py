@@ -308,8 +308,8 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
     if cfg.keep_pixels:
         keep = KeepPixels(cfg.keep_pixels)
         stages.append(("keep pixels", keep, keep.ray_args()))
-    stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": {"encoder_uri": cfg.encoder, "resources": res},
-                                               **EncodeClips.ray_args(res)}))  # fmt: skip
+    encode = {"encoder_uri": cfg.encoder, "resources": res, "pruner_uri": cfg.pruner if cfg.needs()["pruner"] else None}
+    stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": encode, **EncodeClips.ray_args(res)}))
     gather = {"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard,
               "flush_after_s": cfg.commit_interval_s}  # fmt: skip
     stages.append(("gather whole videos", GatherVideos, {"fn_constructor_kwargs": gather, **GatherVideos.ray_args()}))

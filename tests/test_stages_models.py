@@ -86,6 +86,26 @@ def test_pruned_clip_is_black_exactly_outside_kept_tubelets(processed):
     assert checked == GOOD_CLIPS
 
 
+def test_encoder_on_the_pruners_grid_reads_only_the_kept_tubelets(processed, tiny_models):
+    """Given the pruner, a ViT encoder of the same tubelet grid reads the kept tubelets as tokens (kept_ids), not
+    the black pixels; without the pruner (or on another grid) it reads the masked clip as before."""
+    import torch
+
+    from anon_core.models.bundle import normalize_clips
+
+    reading = EncodeClips(encoder_uri=tiny_models["encoder"], pruner_uri=tiny_models["pruner"])
+    plain = EncodeClips(encoder_uri=tiny_models["encoder"])
+    assert reading.reads_kept and not plain.reads_kept
+    _, pruned, encoded = next(t for t in processed if t[0]["kind"][0] == "clip")
+    out = reading(copy_batch(pruned))
+    x = normalize_clips(torch.from_numpy(pruned["clip"]), reading.info.input["mean"], reading.info.input["std"])
+    ids = torch.from_numpy(pruned["kept_tubelet_ids"].astype(np.int64))
+    with torch.no_grad():
+        want = reading.model.forward_head(reading.model.forward_features(x, ids), pre_logits=True).numpy()
+    np.testing.assert_allclose(out["features"], want, atol=1e-5)
+    assert not np.allclose(out["features"], encoded["features"], atol=1e-3)  # not the masked-clip reading
+
+
 def test_error_rows_pass_through_prune_and_encode_untouched(processed, stages):
     prune, _ = stages
     (decoded, pruned, encoded) = next(t for t in processed if t[0]["video_id"][0] == "missing")

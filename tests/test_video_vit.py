@@ -347,3 +347,35 @@ def test_conv_stem_keeps_the_tubelet_grid_and_loads_back_from_its_bundle(tmp_pat
     assert out.tubelet_mask.shape == (2, 8, 7, 7)
     with pytest.raises(ValueError, match="power-of-two patch_size"):
         video_vit_tiny(num_classes=4, img_size=96, patch_size=12, stem="conv")
+
+
+@pytest.mark.parametrize("stem, motion", [("linear", False), ("conv", True)])
+def test_kept_ids_read_only_the_kept_tubelets(stem, motion):
+    """kept_ids: every id kept reads like the whole clip; otherwise the output does not depend on the removed
+    tubelets' pixels at all (not through the conv stem's margin, not through the motion input's temporal mean),
+    and it does depend on the kept ones."""
+    from pipelines.train.loop import random_kept_ids
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 4, "depth": 2, "img_size": 64, "stem": stem, "motion_input": motion}
+    model = video_vit_tiny(**kwargs, global_pool="avg", num_cls_tokens=0, fc_norm=True).eval()
+    x = torch.randn(2, 3, 16, 64, 64)
+    n = model.patch_embed.num_patches
+    with torch.no_grad():
+        assert torch.allclose(model(x, torch.arange(n).expand(2, n)), model(x), atol=1e-5)
+        kept = random_kept_ids(2, n, 0.5, torch.Generator().manual_seed(1))
+        assert kept is not None and kept.shape[0] == 2 and n // 2 <= kept.shape[1] <= n
+        kept = torch.stack([torch.arange(0, n, 2), torch.arange(1, n, 2)])  # (2, n / 2): alternate tubelets
+        removed = torch.ones(2, n, dtype=torch.bool).scatter_(1, kept, False)  # (2, N)
+        from anon_core.models.video_vit import tubelet_mask_from_ids, tubelet_to_pixel_mask
+
+        pix = tubelet_to_pixel_mask(removed.view(2, *model.grid_size), model.patch_embed.tubelet)  # (2, 1, T, H, W)
+        y = torch.where(pix, torch.randn_like(x) * 5, x)  # only removed pixels change
+        assert torch.allclose(model(y, kept), model(x, kept), atol=1e-5)
+        keep_pix = tubelet_to_pixel_mask(tubelet_mask_from_ids(kept, model.grid_size), model.patch_embed.tubelet)
+        z = torch.where(keep_pix, x + torch.randn_like(x), x)  # only kept pixels change
+        assert not torch.allclose(model(z, kept), model(x, kept), atol=1e-3)
+        assert model.forward_features(x, kept).shape == (2, n // 2, 192)
+    with pytest.raises(ValueError, match="kept_ids must be"):
+        model(x, kept[0])
+    assert random_kept_ids(2, n, 0.0, torch.Generator()) is None

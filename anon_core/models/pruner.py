@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grl import GradientReversalLayer, grad_reverse
-from .video_vit import VideoViT, build_model
+from .video_vit import VideoViT, build_model, tubelet_mask_from_ids, tubelet_to_pixel_mask
 
 __all__ = [
     "PruneStep",
@@ -106,19 +106,6 @@ def select_tubelets(
         weight = (a_act * pruned).to(real.dtype)  # (B, n): a_act on pruned tokens, 0 on kept ones
         fused = torch.einsum("bn,bnd->bd", weight, real).unsqueeze(1)  # (B, 1, D)
     return PruneStep(keep_idx, kept, fused, score, a_act)
-
-
-def tubelet_mask_from_ids(ids: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """(B, k) global tubelet ids -> (B, T', Hp, Wp) bool, True where the tubelet was kept."""
-    mask = torch.zeros(ids.shape[0], math.prod(grid), dtype=torch.bool, device=ids.device)
-    return mask.scatter_(1, ids, True).view(ids.shape[0], *grid)  # (B, T', Hp, Wp)
-
-
-def tubelet_to_pixel_mask(mask: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
-    """(B, T', Hp, Wp) -> (B, 1, T, H, W) nearest upsampling: constant inside each t x p x p tubelet."""
-    for dim, size in zip((1, 2, 3), tubelet, strict=True):
-        mask = mask.repeat_interleave(size, dim=dim)
-    return mask.unsqueeze(1)  # (B, 1, T, H, W), broadcasts over channels
 
 
 @dataclass

@@ -86,6 +86,19 @@ class TubeletEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, T' * Hp * Wp, D), raster order (t, h, w)
 
 
+def tubelet_mask_from_ids(ids: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(B, k) global tubelet ids -> (B, T', Hp, Wp) bool, True where the tubelet was kept."""
+    mask = torch.zeros(ids.shape[0], math.prod(grid), dtype=torch.bool, device=ids.device)
+    return mask.scatter_(1, ids, True).view(ids.shape[0], *grid)  # (B, T', Hp, Wp)
+
+
+def tubelet_to_pixel_mask(mask: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
+    """(B, T', Hp, Wp) -> (B, 1, T, H, W) nearest upsampling: constant inside each t x p x p tubelet."""
+    for dim, size in zip((1, 2, 3), tubelet, strict=True):
+        mask = mask.repeat_interleave(size, dim=dim)
+    return mask.unsqueeze(1)  # (B, 1, T, H, W), broadcasts over channels
+
+
 class Attention(nn.Module):
     """Multi-head self-attention; the fused SDPA kernel unless the caller needs the softmax map."""
 
@@ -180,6 +193,12 @@ class VideoViT(nn.Module):
     (background, and the look of whoever stands still) is removed and what moves is kept. Actions are motion, and a
     ViT on raw RGB is slow to find it on small data; the option lives in the model (and so in its bundle), so every
     stage that feeds the model clips feeds it the same way. stem: see TubeletEmbed.
+
+    kept_ids (forward, forward_features, embed): (B, k) global ids of the tubelets a pruner kept. The model then
+    reads only those: the pixels of the other tubelets are zeroed before the stem, the motion input's mean runs over
+    the frames in which a pixel is kept, and only the kept tokens (with their position embeddings) enter the blocks.
+    So features of a pruned clip depend on nothing the pruner removed, and an encoder trained with random tubelet
+    dropping (`tubelet_drop` in the training config) reads pruned clips as it reads whole ones.
     """
 
     def __init__(
@@ -243,17 +262,33 @@ class VideoViT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, num_cls + N, D): the tokens that enter the first block."""
-        if self.motion_input:
+    def embed(self, x: torch.Tensor, kept_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, num_cls + N, D): the tokens that enter the first block; N = k with kept_ids."""
+        keep = None
+        if kept_ids is not None:
+            if kept_ids.dim() != 2 or kept_ids.shape[0] != x.shape[0]:
+                raise ValueError(f"kept_ids must be (B, k) tubelet ids for the {x.shape[0]} clips, got "
+                                 f"{tuple(kept_ids.shape)}")  # fmt: skip
+            grid_mask = tubelet_mask_from_ids(kept_ids.long(), self.grid_size)  # (B, T', Hp, Wp)
+            keep = tubelet_to_pixel_mask(grid_mask, self.patch_embed.tubelet).to(x.dtype)  # (B, 1, T, H, W)
+            x = x * keep
+        if self.motion_input and keep is None:
             x = x - x.mean(dim=2, keepdim=True)  # (B, C, T, H, W) minus its mean over T
+        elif self.motion_input:  # minus the mean over the frames where each pixel is kept; removed pixels stay 0
+            mean = x.sum(dim=2, keepdim=True) / keep.sum(dim=2, keepdim=True).clamp(min=1)  # (B, C, 1, H, W)
+            x = (x - mean) * keep
         x = self.patch_embed(x)  # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, num_cls + N, D)
-        return self.pos_drop(x + self.pos_embed)
+        x = x + self.pos_embed
+        if kept_ids is not None:
+            c = self.num_cls_tokens
+            kept = x[:, c:].gather(1, kept_ids.long()[..., None].expand(-1, -1, x.shape[-1]))  # (B, k, D)
+            x = torch.cat([x[:, :c], kept], dim=1)  # (B, num_cls + k, D)
+        return self.pos_drop(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
+    def forward_features(self, x: torch.Tensor, kept_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x, kept_ids)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)  # (B, num_cls + N, D)
@@ -263,8 +298,8 @@ class VideoViT(nn.Module):
         x = self.head_drop(self.fc_norm(x))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, kept_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, kept_ids))
 
 
 # ---------------------------------------------------------------------------------------------------------------

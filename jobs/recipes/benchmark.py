@@ -48,6 +48,9 @@ class BenchmarkConfig:
         "stem": "conv", "global_pool": "avg", "num_cls_tokens": 0, "fc_norm": True, "drop_path_rate": 0.1})
     pruner_options: Any = field(default_factory=lambda: {"stem": "conv", "drop_path_rate": 0.1})
     label_smoothing: float = 0.1  # encoder's action cross-entropy
+    # the encoder trains on random subsets of each clip's tubelets (keep share in [1 - tubelet_drop, 1]), so it reads
+    # what the pruner keeps (prune mode feeds it only the kept tubelets) as well as whole clips
+    tubelet_drop: float = 0.5
     grad_clip: float = 1.0  # encoder and pruner; 0: off
     num_workers: int = 2
     keep_pixels: int = 56
@@ -164,7 +167,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     models = {
         "encoder": step("2 train encoder", _train, "encoder", cfg, f"{m}/encoder", name="encoder",
                         builder="video_vit_tiny", epochs=cfg.encoder_epochs, model_options=cfg.encoder_options,
-                        label_smoothing=cfg.label_smoothing, **common),  # fmt: skip
+                        label_smoothing=cfg.label_smoothing, tubelet_drop=cfg.tubelet_drop, **common),  # fmt: skip
         "pruner": step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner", builder="pruner_tiny",
                        epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
                        model_options=cfg.pruner_options, **common),  # fmt: skip

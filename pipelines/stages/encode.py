@@ -1,7 +1,9 @@
 """Frozen-encoder clip features f_E: the one feature space every mode stores, so every mode is comparable.
 
-raw: f_E(clip); prune: f_E(masked clip) (the prune stage ran before this one). The clip pixels end here: only the
-(B, D) features go on.
+raw: f_E(clip); prune: f_E of what the pruner kept (the prune stage ran before this one). A ViT encoder on the
+pruner's tubelet grid reads only the kept tubelets (`VideoViT` kept_ids: the removed ones are not black pixels to
+it but absent tokens, as an encoder trained with `tubelet_drop` expects); any other encoder (torchvision's, a ViT of
+another grid) reads the masked clip. The clip pixels end here: only the (B, D) features go on.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from .workers import ModelResources, ModelRunner
 class EncodeClips:
     """Actor: the encoder is loaded once; `clip` (B, T, S, S, 3) uint8 -> `features` (B, D) float32."""
 
-    def __init__(self, encoder_uri: str, resources: ModelResources | None = None) -> None:
+    def __init__(
+        self, encoder_uri: str, resources: ModelResources | None = None, pruner_uri: str | None = None
+    ) -> None:
         self.runner = ModelRunner(resources)
         self.model, self.info = self.runner.load(encoder_uri, "encoder")
+        # the pruner's kept ids name tubelets of its own grid: read them only where the encoder's grid is the same
+        self.reads_kept = pruner_uri is not None and tubelet_layout(self.model) == pruner_tubelet_layout(pruner_uri)
 
     @staticmethod
     def ray_args(resources: ModelResources) -> dict:
@@ -38,10 +44,34 @@ class EncodeClips:
             try:
                 clips = torch.from_numpy(np.ascontiguousarray(clips_np[rows])).to(self.runner.device)
                 x = normalize_clips(clips, self.info.input.get("mean"), self.info.input.get("std"))
+                kept = {}
+                if self.reads_kept and "kept_tubelet_ids" in batch:
+                    kept["kept_ids"] = torch.from_numpy(batch["kept_tubelet_ids"][rows].astype(np.int64)).to(x.device)
                 with torch.inference_mode(), self.runner.autocast():
-                    h = self.model.forward_head(self.model.forward_features(x), pre_logits=True)  # (B, D)
+                    h = self.model.forward_head(self.model.forward_features(x, **kept), pre_logits=True)  # (B, D)
                 batch["features"][rows] = h.float().cpu().numpy()
             except Exception as e:
                 mark_failed(batch, rows, "encode", e)
         add_seconds(batch, "t_encode", time.perf_counter() - t0)
         return batch
+
+
+def tubelet_layout(model) -> tuple | None:
+    """((T', Hp, Wp), (t, p, p)) of a ViT that can read kept tubelet ids; None for any other model."""
+    from anon_core.models.video_vit import VideoViT
+
+    if not isinstance(model, VideoViT):
+        return None
+    return tuple(model.grid_size), tuple(model.patch_embed.tubelet)
+
+
+def pruner_tubelet_layout(uri: str) -> tuple | None:
+    """The pruner bundle's tubelet layout, from its config alone (the model is built on the meta device)."""
+    import torch
+
+    from anon_core.models.bundle import BUILDERS, read_bundle_config
+
+    config = read_bundle_config(uri)
+    with torch.device("meta"):
+        model = BUILDERS[config["builder"]][1](**config["kwargs"])
+    return tubelet_layout(model)

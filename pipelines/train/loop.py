@@ -47,6 +47,10 @@ class TrainConfig(TrainData):
     grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     augment: bool = True  # random resized crop + brightness/contrast, the same in every frame (anon_core.augment)
     hflip: bool = False  # only for label sets where no action depends on left/right
+    # encoder only: each training batch keeps a random share of its clips' tubelets, drawn from [1 - tubelet_drop, 1]
+    # (the kept ones at random per clip; VideoViT kept_ids). The anonymize job's prune mode feeds the encoder only
+    # the tubelets the pruner kept, and an encoder trained on whole clips reads those badly. 0: whole clips.
+    tubelet_drop: float = 0.0
     seed: int = 0
     num_workers: int = 2
     cpus_per_worker: float = 0.5
@@ -106,6 +110,11 @@ class TrainConfig(TrainData):
         if BUILDERS.get(self.builder, ("",))[0] != self.kind:
             errors.append(f"builder {self.builder!r} does not build a {self.kind}: one of {', '.join(fits)}")
         errors += self._option_errors()
+        if not 0 <= self.tubelet_drop < 1:
+            errors.append(f"tubelet_drop must lie in [0, 1), got {self.tubelet_drop}")
+        elif self.tubelet_drop and (self.kind != "encoder" or self.objective != "supervised"):
+            errors.append("tubelet_drop trains a supervised encoder to read pruned clips; the pruner prunes itself and "
+                          "MAE masks its own tubes: leave it 0")  # fmt: skip
         if self.label_smoothing < 0 or self.label_smoothing >= 1 or self.grad_clip < 0:
             errors.append("label_smoothing must lie in [0, 1) and grad_clip must be >= 0 (0: off)")
         if self.clip_size % 16 or self.clip_frames % 2:
@@ -180,6 +189,18 @@ def clip_inputs(cfg: dict, device):
     return inputs
 
 
+def random_kept_ids(batch: int, num_tubelets: int, drop: float, gen):
+    """(batch, k) ascending random tubelet ids, k = num_tubelets * a share drawn from [1 - drop, 1] (one per batch:
+    the kept tokens of a batch form one tensor); None when drop is 0."""
+    import torch
+
+    if drop <= 0:
+        return None
+    share = 1.0 - drop * float(torch.rand((), generator=gen))
+    k = max(1, round(num_tubelets * share))
+    return torch.rand(batch, num_tubelets, generator=gen).topk(k, dim=1).indices.sort(dim=1).values  # (B, k)
+
+
 def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
     """Backward, gradient clipping (grad_clip > 0), the optimizer and scheduler steps."""
     import torch
@@ -232,6 +253,7 @@ def train_func(cfg: dict) -> None:
         t0 = time.monotonic()
         torch.manual_seed(cfg["seed"] * 100_003 + epoch * world + rank)  # dropout: the same after a resume
         gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch * world + rank) if cfg["augment"] else None
+        drop_gen = torch.Generator().manual_seed(cfg["seed"] * 100_019 + epoch * world + rank)
         model.train()
         losses, compute_s = [], 0.0
         for pos, clips in epoch_batches(store, train_pos, cfg["batch_size"], cfg["shuffle_window"], cfg["seed"],
@@ -241,7 +263,9 @@ def train_func(cfg: dict) -> None:
             tc = time.perf_counter()  # model compute alone: what reading and augmenting clips must keep up with
             with autocast(torch, device):
                 if cfg["kind"] == "encoder":
-                    loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=cfg["label_smoothing"])
+                    kept = random_kept_ids(len(x), core.patch_embed.num_patches, cfg["tubelet_drop"], drop_gen)
+                    logits = model(x) if kept is None else model(x, kept.to(device))
+                    loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
                 else:
                     out = model(x, grl_coeff=dann_coefficient(min(1.0, step / max(1, total))))
                     loss = pruner_loss(out, y, attributes[videos].to(device), cfg["privacy_weight"])

@@ -35,7 +35,7 @@ class BenchmarkConfig:
     seed: int = 0
     size: int = 112
     frames: int = 32
-    encoder_epochs: int = 30
+    encoder_epochs: int = 40
     pruner_epochs: int = 20
     aam_epochs: int = 30
     batch_size: int = 8  # per training worker
@@ -48,9 +48,10 @@ class BenchmarkConfig:
         "stem": "conv", "global_pool": "avg", "num_cls_tokens": 0, "fc_norm": True, "drop_path_rate": 0.1})
     pruner_options: Any = field(default_factory=lambda: {"stem": "conv", "drop_path_rate": 0.1})
     label_smoothing: float = 0.1  # encoder's action cross-entropy
-    # the encoder trains on random subsets of each clip's tubelets (keep share in [1 - tubelet_drop, 1]), so it reads
-    # what the pruner keeps (prune mode feeds it only the kept tubelets) as well as whole clips
+    # the encoder's second half trains on random subsets of each clip's tubelets (keep share in [1 - tubelet_drop, 1]),
+    # so it reads what the pruner keeps (prune mode feeds it only the kept tubelets) as well as whole clips
     tubelet_drop: float = 0.5
+    tubelet_drop_start: float = 0.5
     grad_clip: float = 1.0  # encoder and pruner; 0: off
     num_workers: int = 2
     keep_pixels: int = 56
@@ -167,7 +168,8 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     models = {
         "encoder": step("2 train encoder", _train, "encoder", cfg, f"{m}/encoder", name="encoder",
                         builder="video_vit_tiny", epochs=cfg.encoder_epochs, model_options=cfg.encoder_options,
-                        label_smoothing=cfg.label_smoothing, tubelet_drop=cfg.tubelet_drop, **common),  # fmt: skip
+                        label_smoothing=cfg.label_smoothing, tubelet_drop=cfg.tubelet_drop,
+                        tubelet_drop_start=cfg.tubelet_drop_start, **common),  # fmt: skip
         "pruner": step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner", builder="pruner_tiny",
                        epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
                        model_options=cfg.pruner_options, **common),  # fmt: skip

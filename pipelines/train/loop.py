@@ -51,6 +51,9 @@ class TrainConfig(TrainData):
     # (the kept ones at random per clip; VideoViT kept_ids). The anonymize job's prune mode feeds the encoder only
     # the tubelets the pruner kept, and an encoder trained on whole clips reads those badly. 0: whole clips.
     tubelet_drop: float = 0.0
+    # the share of the epochs trained on whole clips before tubelet_drop starts: the encoder first learns the action
+    # from whole clips, then learns to read kept subsets (dropping from the first step slows learning the action)
+    tubelet_drop_start: float = 0.0
     seed: int = 0
     num_workers: int = 2
     cpus_per_worker: float = 0.5
@@ -110,8 +113,9 @@ class TrainConfig(TrainData):
         if BUILDERS.get(self.builder, ("",))[0] != self.kind:
             errors.append(f"builder {self.builder!r} does not build a {self.kind}: one of {', '.join(fits)}")
         errors += self._option_errors()
-        if not 0 <= self.tubelet_drop < 1:
-            errors.append(f"tubelet_drop must lie in [0, 1), got {self.tubelet_drop}")
+        if not 0 <= self.tubelet_drop < 1 or not 0 <= self.tubelet_drop_start < 1:
+            errors.append(f"tubelet_drop and tubelet_drop_start must lie in [0, 1), got {self.tubelet_drop}, "
+                          f"{self.tubelet_drop_start}")  # fmt: skip
         elif self.tubelet_drop and (self.kind != "encoder" or self.objective != "supervised"):
             errors.append("tubelet_drop trains a supervised encoder to read pruned clips; the pruner prunes itself and "
                           "MAE masks its own tubes: leave it 0")  # fmt: skip
@@ -263,7 +267,8 @@ def train_func(cfg: dict) -> None:
             tc = time.perf_counter()  # model compute alone: what reading and augmenting clips must keep up with
             with autocast(torch, device):
                 if cfg["kind"] == "encoder":
-                    kept = random_kept_ids(len(x), core.patch_embed.num_patches, cfg["tubelet_drop"], drop_gen)
+                    drop = cfg["tubelet_drop"] if epoch >= cfg["tubelet_drop_start"] * cfg["epochs"] else 0.0
+                    kept = random_kept_ids(len(x), core.patch_embed.num_patches, drop, drop_gen)
                     logits = model(x) if kept is None else model(x, kept.to(device))
                     loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
                 else:

@@ -21,10 +21,10 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp",
     ".ogv",
 )  # fmt: skip
-LISTING_COLUMNS = ["video_id", "uri", "size_bytes", "version", "labels"]
+LISTING_COLUMNS = ["video_id", "uri", "size_bytes", "version", "labels", "source_id"]
 # A manifest's own name for its videos, the first of these it has: all an anonymize output carries by default, since
 # every other column (skin_dark, gender_proxy, identity, ...) may be exactly what anonymizing hides.
-ID_COLUMNS = ("video_id", "id")
+ID_COLUMNS = ("video_id", "id")  # its value (as a string) is also the output's `source_id` column
 LabelColumns = Sequence[str] | Literal["all", "own_id"]
 
 
@@ -79,7 +79,7 @@ def list_prefix(source: str, extensions=VIDEO_EXTENSIONS, storage_options: dict 
         uri = _full_uri(fs, path, source)
         version = "broken_link" if info.get("broken_link") else _version(info)
         size = int(info.get("size") or 0)
-        rows.append((video_id_for(uri, size, version), uri, size, version, None))
+        rows.append((video_id_for(uri, size, version), uri, size, version, None, None))
     return Listing(pd.DataFrame(rows, columns=LISTING_COLUMNS), other, source)
 
 
@@ -136,6 +136,7 @@ def list_manifest(manifest: str, storage_options: dict | None = None, label_colu
     if "uri" not in table.columns:
         raise InputError(f"manifest {manifest} has no `uri` (or `path`) column (columns: {list(table.columns)})")
     label_cols = _label_columns(manifest, [c for c in table.columns if c != "uri"], label_columns)
+    id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
     base = os.path.dirname(manifest) if "://" not in manifest else manifest.rsplit("/", 1)[0]
     rows, seen = [], {}
     for rec in table.to_dict("records"):
@@ -157,7 +158,9 @@ def list_manifest(manifest: str, storage_options: dict | None = None, label_colu
         labels = {c: _plain(rec[c]) for c in label_cols}
         if "://" in uri:
             uri = _full_uri(fs, path, uri)  # the store's own spelling; local paths are absolute already
-        rows.append((video_id_for(uri, size, version), uri, size, version, json.dumps(labels) if labels else None))
+        own = None if id_col is None or _plain(rec[id_col]) is None else str(_plain(rec[id_col]))
+        rows.append((video_id_for(uri, size, version), uri, size, version, json.dumps(labels) if labels else None,
+                     own))  # fmt: skip
     videos = pd.DataFrame(rows, columns=LISTING_COLUMNS).sort_values("uri", ignore_index=True)
     return Listing(videos, 0, manifest)
 

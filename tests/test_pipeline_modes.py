@@ -37,7 +37,7 @@ MODES = ("prune", "aam", "prune+aam", "raw")
 DIM = 192  # the tiny encoder's feature size
 BASE_COLUMNS = {
     "video_id", "source_uri", "clip_index", "start_s", "end_s", "features", "mode", "encoder_id", "pruner_id",
-    "aam_id", "config_hash", "run_id", "labels",
+    "aam_id", "config_hash", "run_id", "labels", "source_id",
 }  # fmt: skip
 PRUNE_COLUMNS = {"kept_tubelet_ids", "pruner_feature"}
 
@@ -159,17 +159,20 @@ def test_every_mode_writes_every_video_exactly_once(mode, mode_run, corpus, fold
     labels = table.column("labels").to_pylist()
     if mode == "raw":
         assert labels == [None] * N_VIDEOS
+        assert table.column("source_id").to_pylist() == [None] * N_VIDEOS
     else:
         manifest = pd.read_parquet(corpus / "labels.parquet")
         own_id = {os.path.basename(p): v for p, v in zip(manifest["path"], manifest["video_id"], strict=True)}
-        for uri, text in zip(table.column("source_uri").to_pylist(), labels, strict=True):
+        for uri, text, own in zip(table.column("source_uri").to_pylist(), labels, table.column("source_id").to_pylist(),
+                                  strict=True):  # fmt: skip
             assert json.loads(text) == {"video_id": own_id[os.path.basename(uri)]}
+            assert own == own_id[os.path.basename(uri)]  # its own column too: a join needs no JSON
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3 * RUN_TIMEOUT)
 def test_modes_store_the_features_the_method_says(mode_run, tiny_models):
-    """raw = f_E(clip), prune = f_E(masked clip), aam = f_A(f_E(clip)), prune+aam = f_A(f_E(masked clip))."""
+    """raw = f_E(clip), prune = f_E(kept tubelets), aam = f_A(f_E(clip)), prune+aam = f_A(f_E(kept tubelets))."""
     import torch
 
     from anon_core.models.bundle import load_bundle

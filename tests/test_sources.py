@@ -218,6 +218,11 @@ def private_manifest(tmp_path, **id_columns) -> str:
 def test_own_id_labels_keep_only_the_manifests_own_id(tmp_path, id_columns, want):
     v = list_input(None, manifest=private_manifest(tmp_path, **id_columns), label_columns="own_id").videos
     assert [None if s is None else json.loads(s) for s in v["labels"]] == want
+    # the own id is also the listing's source_id, whatever label columns are kept
+    own = [None if w is None else str(next(iter(w.values()))) for w in want]
+    for columns in ("own_id", [], ["split"]):
+        assert list(list_input(None, manifest=private_manifest(tmp_path, **id_columns),
+                               label_columns=columns).videos["source_id"]) == own  # fmt: skip
 
 
 def test_named_label_columns_are_the_only_ones_kept(tmp_path):

@@ -82,6 +82,7 @@ class DecodeClips:
             "video_id": np.full(n, row["video_id"], dtype=object),
             "uri": np.full(n, row["uri"], dtype=object),
             "labels": np.full(n, row["labels"], dtype=object),
+            "source_id": np.full(n, row.get("source_id"), dtype=object),
             "num_clips": np.full(n, int(row["num_clips"]), dtype=np.int64),
             "covers": np.full(n, covers, dtype=np.int64),
             "error_type": np.full(n, OK, dtype=object),

@@ -62,7 +62,7 @@ class GatherVideos:
         v = self.open.setdefault(
             vid,
             {"need": int(row["num_clips"]), "got": 0, "seen": set(), "clips": [], "errors": [], "uri": row["uri"],
-             "labels": row["labels"], "seconds": dict.fromkeys(SECONDS, 0.0)},
+             "labels": row["labels"], "source_id": row.get("source_id"), "seconds": dict.fromkeys(SECONDS, 0.0)},
         )  # fmt: skip
         key = (row["kind"], int(row["clip_index"]))
         if key in v["seen"]:
@@ -81,7 +81,8 @@ class GatherVideos:
     def _complete(self, vid: str, v: dict) -> None:
         self.done.add(vid)
         clips = sorted(v["clips"], key=lambda c: int(c["clip_index"]))
-        payload = {"uri": v["uri"], "labels": v["labels"], "seconds": v["seconds"], "error": None}
+        payload = {"uri": v["uri"], "labels": v["labels"], "source_id": v["source_id"], "seconds": v["seconds"],
+                   "error": None}  # fmt: skip
         if v["errors"]:
             first = min(v["errors"])
             note = f" ({len(v['errors'])} failed segments)" if len(v["errors"]) > 1 else ""

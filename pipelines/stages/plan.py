@@ -30,7 +30,8 @@ class PlanSegments:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {k: [] for k in SEGMENT_COLUMNS}
-        for vid, uri, labels in zip(batch["video_id"], batch["uri"], batch["labels"], strict=True):
+        own_ids = batch.get("source_id", np.full(len(batch["video_id"]), None, dtype=object))
+        for vid, uri, labels, own in zip(batch["video_id"], batch["uri"], batch["labels"], own_ids, strict=True):
             try:
                 n = decoder().call(probe_clip_count, uri, self.spec, uri=uri, timeout_s=self.timeout_s)
                 segments = [(a, min(n, a + self.clips_per_task)) for a in range(0, n, self.clips_per_task)]
@@ -41,13 +42,14 @@ class PlanSegments:
                 n, segments, err = 1, [(0, 1)], (type(e).__name__, "probe", str(e))
             for first, stop in segments:
                 for k, v in zip(
-                    SEGMENT_COLUMNS, (vid, uri, labels, n, first, stop - first, *err), strict=True
+                    SEGMENT_COLUMNS, (vid, uri, labels, own, n, first, stop - first, *err), strict=True
                 ):
                     out[k].append(v)
         return {k: np.array(v, dtype=object if k in _OBJECT else np.int64) for k, v in out.items()}
 
 
 SEGMENT_COLUMNS = (
-    "video_id", "uri", "labels", "num_clips", "first_clip", "seg_clips", "error_type", "error_stage", "error_message",
+    "video_id", "uri", "labels", "source_id", "num_clips", "first_clip", "seg_clips", "error_type", "error_stage",
+    "error_message",
 )  # fmt: skip
-_OBJECT = {"video_id", "uri", "labels", "error_type", "error_stage", "error_message"}
+_OBJECT = {"video_id", "uri", "labels", "source_id", "error_type", "error_stage", "error_message"}

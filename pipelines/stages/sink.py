@@ -21,6 +21,11 @@ SECONDS = ("t_decode", "t_prune", "t_encode", "t_aam", "t_write")  # per-video b
 SUMMARY_COLUMNS = ("video_id", "status", "num_clips", "error_type", "shard", *SECONDS)
 
 
+def _own_id(payload: dict) -> str | None:
+    own = payload.get("source_id")
+    return own if isinstance(own, str) else None  # pandas made a missing id NaN
+
+
 def fixed_size_list(a: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
     a = np.ascontiguousarray(a)
     return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), type=value_type), a.shape[1])
@@ -82,6 +87,9 @@ class WriteShards:
         cols = {
             "video_id": pa.array(np.repeat([vid for vid, _ in videos], n), type=pa.string()),
             "source_uri": pa.array(np.repeat([p["uri"] for _, p in videos], n), type=pa.string()),
+            # the manifest's own id (its video_id or id column), so a join needs no JSON; null without a manifest
+            "source_id": pa.array([_own_id(p) for p, k in zip((p for _, p in videos), n, strict=True)
+                                   for _ in range(k)], type=pa.string()),  # fmt: skip
             "clip_index": pa.array(cat("clip_index"), type=pa.int32()),
             "start_s": pa.array(cat("start_s"), type=pa.float64()),
             "end_s": pa.array(cat("end_s"), type=pa.float64()),
@@ -109,6 +117,7 @@ class WriteShards:
             {
                 "video_id": pa.array([vid for vid, _ in videos], type=pa.string()),
                 "uri": pa.array([p["uri"] for _, p in videos], type=pa.string()),
+                "source_id": pa.array([_own_id(p) for _, p in videos], type=pa.string()),
                 "stage": pa.array([p["error"]["stage"] for _, p in videos], type=pa.string()),
                 "error_type": pa.array([p["error"]["type"] for _, p in videos], type=pa.string()),
                 "message": pa.array([p["error"]["message"] for _, p in videos], type=pa.string()),

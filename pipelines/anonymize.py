@@ -273,8 +273,9 @@ def _plan_work(plan: Plan, store: OutputStore) -> None:
     plan.retry = failed
 
 
-def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
-    """The stages, in order: (name, the callable or actor class, its map_batches arguments)."""
+def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object, dict]]:
+    """The stages, in order: (name, the callable or actor class, its map_batches arguments). `counter`: a ClipCounter
+    actor the decode and encode stages report their clips to."""
     from .stages import (
         ApplyAam,
         DecodeClips,
@@ -296,7 +297,7 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
         "config_hash": plan.output_config["config_hash"],
     }
     planner = PlanSegments(cfg.spec, cfg.clips_per_task, timeout_s=min(cfg.decode_timeout_s, 120.0))
-    decode = DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task)
+    decode = DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task, counter=counter)
     stages = [("plan segments", planner, planner.ray_args()), ("decode clips", decode, decode.ray_args())]
     if cfg.needs()["pruner"]:
         kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
@@ -308,7 +309,8 @@ def pipeline_stages(plan: Plan) -> list[tuple[str, object, dict]]:
     if cfg.keep_pixels:
         keep = KeepPixels(cfg.keep_pixels)
         stages.append(("keep pixels", keep, keep.ray_args()))
-    encode = {"encoder_uri": cfg.encoder, "resources": res, "pruner_uri": cfg.pruner if cfg.needs()["pruner"] else None}
+    encode = {"encoder_uri": cfg.encoder, "resources": res, "pruner_uri": cfg.pruner if cfg.needs()["pruner"] else None,
+              "counter": counter}  # fmt: skip
     stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": encode, **EncodeClips.ray_args(res)}))
     gather = {"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard,
               "flush_after_s": cfg.commit_interval_s}  # fmt: skip
@@ -332,13 +334,13 @@ def _describe_stage(name: str, kw: dict) -> str:
     return f"{name}: {how}{pinned}, {kw.get('num_cpus', 1)} CPU{gpu}, {per_call}"
 
 
-def build_pipeline(plan: Plan):
+def build_pipeline(plan: Plan, counter=None):
     """The stages, in order. Nothing runs until the dataset is iterated."""
     import ray.data
 
     todo = plan.todo
     ds = ray.data.from_pandas([todo.iloc[i : i + 8] for i in range(0, len(todo), 8)])  # 8 videos per block
-    for _, fn, kwargs in pipeline_stages(plan):
+    for _, fn, kwargs in pipeline_stages(plan, counter):
         ds = ds.map_batches(fn, **kwargs)
     return ds
 
@@ -451,6 +453,48 @@ def run_pipeline(plan: Plan, progress=None, log=None) -> dict:
     return summary
 
 
+def _clip_counter(progress, every_s: float = 1.0):
+    """(a ClipCounter actor, an Event that stops its reader): a thread hands the clips decoded and encoded so far to
+    `progress.counts` every `every_s`, so the line moves before the first video is committed."""
+    import threading
+
+    import ray
+
+    from .stages.rows import ClipCounter
+
+    counter = ray.remote(num_cpus=0)(ClipCounter).remote()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.wait(every_s):
+            try:
+                progress.counts(ray.get(counter.get.remote(), timeout=10))
+            except Exception:  # a slow or gone actor costs a stale line, never the run
+                continue
+
+    if hasattr(progress, "counts"):
+        threading.Thread(target=read, name="anonvid-progress", daemon=True).start()
+    return counter, stop
+
+
+def _final_counts(counter) -> dict[str, int]:
+    """The counter's totals once the pipeline is done: the workers' last adds may still be in flight, so read until
+    two readings agree; {} when the actor cannot answer."""
+    import ray
+
+    last = None
+    try:
+        for _ in range(10):
+            now = ray.get(counter.get.remote(), timeout=30)
+            if now == last:
+                break
+            last = now
+            time.sleep(0.2)
+        return last or {}
+    except Exception:
+        return {}
+
+
 def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime) -> dict:
     import ray.data
 
@@ -460,6 +504,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
     clips, errors_by_type, seconds = 0, {}, {}
     seen: set[str] = set()
     aborted = trace = None
+    by_stage: dict[str, int] = {}
     interrupted = False
     if len(plan.todo):
         connect(cfg.address)
@@ -467,8 +512,9 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is per video, below
         if progress:
             progress(0, len(plan.todo))  # the clock starts with the work, so the first rate is a true one
+        counter, clip_counts = _clip_counter(progress)
         try:
-            for batch in build_pipeline(plan).iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in build_pipeline(plan, counter).iter_batches(batch_size=None, batch_format="numpy"):
                 lease.check()  # a run that lost its lease stops here too, not only in the sink
                 for i, vid in enumerate(batch["video_id"]):
                     if vid in seen:
@@ -488,6 +534,9 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
             trace = traceback.format_exc()  # where it failed: Ray's errors carry the worker's traceback in it too
         except KeyboardInterrupt:  # Ctrl-C: the same, and the record says what this run did before it stopped
             aborted, interrupted = "interrupted (Ctrl-C)", True
+        finally:
+            clip_counts.set()
+        by_stage = _final_counts(counter)
     elapsed = time.perf_counter() - t0
     repaired_after = store.repair()  # a retried sink task may have left a shard its videos were re-committed from
     committed = store.committed()
@@ -506,6 +555,7 @@ def _execute(plan: Plan, store: OutputStore, lease, progress, started: datetime)
         "videos_incomplete": len(incomplete),
         "errors_by_type": errors_by_type,
         "clips": clips,
+        "clips_by_stage": by_stage,  # clips decoded and encoded by this run (a retried task's count twice)
         "elapsed_s": round(elapsed, 3),
         "videos_per_s": round(processed / elapsed, 3) if elapsed > 0 and processed else 0.0,
         "clips_per_s": round(clips / elapsed, 3) if elapsed > 0 and clips else 0.0,

@@ -122,6 +122,8 @@ def test_every_mode_writes_every_video_exactly_once(mode, mode_run, corpus, fold
     assert_exactly_once(table, run.expected_ids)  # 32 frames -> one 16x2 clip per video
     assert set(table.column("clip_index").to_pylist()) == {0}
     assert read_errors(run.out) is None
+    # what the progress line counted, stage by stage, ends as every clip decoded and encoded once
+    assert s["clips_by_stage"] == {"decoded": N_VIDEOS, "encoded": N_VIDEOS}
 
     # schema: fixed-size float vectors any Parquet reader takes; prune columns only where a pruner ran
     assert table.schema.field("features").type == pa.list_(pa.float32(), DIM)

@@ -15,7 +15,7 @@ import numpy as np
 from anon_core.video import ClipSpec, VideoDecodeError
 from anon_core.video.segments import decode_segment
 
-from .rows import OK
+from .rows import OK, add_count
 from .workers import decoder
 
 
@@ -26,6 +26,7 @@ class DecodeClips:
     timeout_s: float = 600.0
     clips_per_block: int = 8  # clips per output block: bounds what one task ships at once
     segment_clips: int = 32  # the most clips one task holds (the plan stage's clips_per_task)
+    counter: object = None  # a ClipCounter actor (rows.py) the clips decoded are added to, for the progress line
 
     def ray_args(self) -> dict:
         # A segment's clips (held twice: child and worker) plus the decoder's own buffers. Declaring memory also keeps
@@ -59,6 +60,7 @@ class DecodeClips:
             yield self._error_rows(row, first, count, type(e).__name__, "decode", str(e))
             return
         k = len(seg["clip_index"])
+        add_count(self.counter, "decoded", k)
         per_clip = (time.perf_counter() - t0) / max(k, 1)
         for a in range(0, k, self.clips_per_block):
             b = min(k, a + self.clips_per_block)

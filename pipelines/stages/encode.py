@@ -14,7 +14,7 @@ import numpy as np
 
 from anon_core.models.bundle import normalize_clips
 
-from .rows import add_seconds, clip_mask, mark_failed
+from .rows import add_count, add_seconds, clip_mask, mark_failed
 from .workers import ModelResources, ModelRunner
 
 
@@ -22,9 +22,13 @@ class EncodeClips:
     """Actor: the encoder is loaded once; `clip` (B, T, S, S, 3) uint8 -> `features` (B, D) float32."""
 
     def __init__(
-        self, encoder_uri: str, resources: ModelResources | None = None, pruner_uri: str | None = None
+        self,
+        encoder_uri: str,
+        resources: ModelResources | None = None,
+        pruner_uri: str | None = None,
+        counter=None,  # a ClipCounter actor (rows.py): the clips encoded, for the progress line
     ) -> None:
-        self.runner = ModelRunner(resources)
+        self.runner, self.counter = ModelRunner(resources), counter
         self.model, self.info = self.runner.load(encoder_uri, "encoder")
         # the pruner's kept ids name tubelets of its own grid: read them only where the encoder's grid is the same
         self.reads_kept = pruner_uri is not None and tubelet_layout(self.model) == pruner_tubelet_layout(pruner_uri)
@@ -50,6 +54,7 @@ class EncodeClips:
                 with torch.inference_mode(), self.runner.autocast():
                     h = self.model.forward_head(self.model.forward_features(x, **kept), pre_logits=True)  # (B, D)
                 batch["features"][rows] = h.float().cpu().numpy()
+                add_count(self.counter, "encoded", int(rows.sum()))
             except Exception as e:
                 mark_failed(batch, rows, "encode", e)
         add_seconds(batch, "t_encode", time.perf_counter() - t0)

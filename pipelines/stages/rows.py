@@ -53,3 +53,24 @@ def pack(obj) -> bytes:
 
 def unpack(blob) -> dict:
     return pickle.loads(blob)
+
+
+class ClipCounter:
+    """Clips through the pipeline's stages so far ({"decoded": n, "encoded": n}): a Ray actor the driver owns and
+    reads for its progress line (the driver itself only sees whole videos, once committed). Stages add to it with
+    `add_count`, without waiting for an answer."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + int(n)
+
+    def get(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def add_count(counter, key: str, n: int) -> None:
+    """Add n to a ClipCounter actor's `key`; nothing when there is no counter (a stage called without Ray)."""
+    if counter is not None and n:
+        counter.add.remote(key, int(n))

@@ -28,13 +28,11 @@ import pandas as pd
 
 from anon_core.video import ClipSpec
 
+from .modes import MODES, ModeName, mode
 from .sources import Listing, list_input
 from .stages.workers import ModelResources
 from .store import OutputStore, RepairReport
 
-Mode = Literal["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken"]
-MODES = ("prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken")
-BASELINE_MODES = ("blur", "down2", "down4", "blacken")  # anon_core.baselines: for comparison, not for release
 FORMAT = "anonvid-features/1"
 # A run id names files under the output (_runs/<run_id>.json, part-<run_id>-<hash>.parquet): one path component, not
 # hidden, short enough for any file system, so no run id can put a file outside the output root.
@@ -49,7 +47,7 @@ class AnonymizeConfig:
     output: str
     input: str | None = None
     manifest: str | None = None
-    mode: Mode = "prune+aam"
+    mode: ModeName = "prune+aam"  # pipelines/modes.py
     allow_raw: bool = False
     encoder: str | None = None  # model bundle URIs (anon_core.models.bundle)
     pruner: str | None = None
@@ -129,12 +127,12 @@ class AnonymizeConfig:
         return ClipSpec(self.clip_frames, self.clip_stride, self.clip_size, self.max_clips)
 
     def needs(self) -> dict[str, bool]:
-        return {"encoder": True, "pruner": "prune" in self.mode, "aam": "aam" in self.mode}
+        return mode(self.mode).needs
 
     def anonymizes_pixels(self) -> bool:
-        """Whether a pixel stage (the pruner's mask, a baseline's transform) changes each clip before --keep-pixels
-        stores it: pipeline_stages places those stages, and this, by the same rule (table in docs/privacy.md)."""
-        return self.needs()["pruner"] or self.mode in BASELINE_MODES
+        """Whether a pixel stage changes each clip before --keep-pixels stores it (Mode.changes_pixels):
+        pipeline_stages places those stages by the same Mode."""
+        return mode(self.mode).changes_pixels
 
 
 class PreflightError(ValueError):
@@ -186,7 +184,7 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     """Everything that can fail before any work starts, failing fast with the fix in the message."""
     from anon_core.models.bundle import load_bundle
 
-    problems = cfg.validate() if cfg.mode in MODES else [f"--mode must be one of {MODES}, got {cfg.mode!r}"]
+    problems = cfg.validate() if cfg.mode in MODES else [f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}"]
     if problems:
         raise PreflightError("; ".join(problems))
     # Relative local paths mean this process's working directory: the stages' workers on a running cluster
@@ -303,7 +301,7 @@ def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object, dict]]:
         kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
         stages.append(("prune", PruneClips, {"fn_constructor_kwargs": {**kwargs, "resources": res},
                                              **PruneClips.ray_args(res)}))  # fmt: skip
-    if cfg.mode in BASELINE_MODES:
+    if mode(cfg.mode).baseline:
         transform = TransformClips(cfg.mode)
         stages.append((f"pixel baseline {cfg.mode}", transform, transform.ray_args()))
     if cfg.keep_pixels:

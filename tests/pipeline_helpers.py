@@ -22,6 +22,7 @@ import pytest
 import jobs.commands._progress  # noqa: F401
 import jobs.recipes.anonymize  # noqa: F401
 from jobs.cli import main
+from pipelines.modes import MODES
 
 N_VIDEOS = 12  # small_corpus: 32 frames each -> exactly one 16x2 clip per video
 RUN_TIMEOUT = 240  # one pipeline run, with room for a loaded machine; a resource deadlock fails instead of hanging
@@ -62,9 +63,9 @@ def run_job(out: Path, args: list[str], run_id: str) -> Run:
 
 def mode_args(mode: str, models: dict[str, str], source: list[str]) -> list[str]:
     args = [*source, "--mode", mode, "--encoder", models["encoder"]]
-    if "prune" in mode:
+    if MODES[mode].pruner:
         args += ["--pruner", models["pruner"]]
-    if "aam" in mode:
+    if MODES[mode].aam:
         args += ["--aam", models["aam"]]
     if mode == "raw":
         args.append("--allow-raw")

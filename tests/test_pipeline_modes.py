@@ -30,10 +30,12 @@ from pipeline_helpers import (
     run_job,
 )
 
+from pipelines.modes import MODES
+
 # the shared fixture, bound here so that pytest finds it in this module
 corpus = pipeline_helpers.corpus
 
-MODES = ("prune", "aam", "prune+aam", "raw")
+RUN_MODES = ("prune", "aam", "prune+aam", "raw")
 DIM = 192  # the tiny encoder's feature size
 BASE_COLUMNS = {
     "video_id", "source_uri", "clip_index", "start_s", "end_s", "features", "mode", "encoder_id", "pruner_id",
@@ -103,7 +105,7 @@ def mode_run(ray_session, tiny_models, corpus, folder_input, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT)
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", RUN_MODES)
 def test_every_mode_writes_every_video_exactly_once(mode, mode_run, corpus, folder_input, tiny_models):
     run = mode_run(mode)
     s = run.summary
@@ -130,9 +132,9 @@ def test_every_mode_writes_every_video_exactly_once(mode, mode_run, corpus, fold
     feats = np.asarray(table.column("features").to_pylist(), dtype=np.float32)
     assert feats.shape == (N_VIDEOS, DIM) and np.isfinite(feats).all()
     assert np.abs(feats).sum(axis=1).min() > 0  # a real feature, not the zeros a failed row starts as
-    expected_cols = BASE_COLUMNS | (PRUNE_COLUMNS if "prune" in mode else set())
+    expected_cols = BASE_COLUMNS | (PRUNE_COLUMNS if MODES[mode].pruner else set())
     assert set(table.column_names) == expected_cols
-    if "prune" in mode:
+    if MODES[mode].pruner:
         kept = np.asarray(table.column("kept_tubelet_ids").to_pylist())
         assert kept.min() >= 0 and all(len(set(r)) == len(r) for r in kept)  # real, distinct tubelets
         assert np.isfinite(np.asarray(table.column("pruner_feature").to_pylist())).all()
@@ -141,8 +143,8 @@ def test_every_mode_writes_every_video_exactly_once(mode, mode_run, corpus, fold
     constants = {
         "mode": mode,
         "encoder_id": s["models"]["encoder"]["id"],
-        "pruner_id": s["models"]["pruner"]["id"] if "prune" in mode else "",
-        "aam_id": s["models"]["aam"]["id"] if "aam" in mode else "",
+        "pruner_id": s["models"]["pruner"]["id"] if MODES[mode].pruner else "",
+        "aam_id": s["models"]["aam"]["id"] if MODES[mode].aam else "",
         "config_hash": s["output_config"]["config_hash"],
         "run_id": s["run_id"],
     }
@@ -179,11 +181,11 @@ def test_modes_store_the_features_the_method_says(mode_run, tiny_models):
 
     from anon_core.models.bundle import load_bundle
 
-    tables = {m: read_features(mode_run(m).out) for m in MODES}
+    tables = {m: read_features(mode_run(m).out) for m in RUN_MODES}
     feats = {m: by_clip(t) for m, t in tables.items()}
     keys = sorted(feats["raw"])
     assert all(sorted(f) == keys for f in feats.values())
-    stack = {m: np.stack([feats[m][k] for k in keys]) for m in MODES}
+    stack = {m: np.stack([feats[m][k] for k in keys]) for m in RUN_MODES}
 
     def differs(a, b):  # per clip
         return np.abs(a - b).max(axis=1) > 1e-3
@@ -206,7 +208,7 @@ def test_modes_store_the_features_the_method_says(mode_run, tiny_models):
         np.testing.assert_allclose(np.stack([a[k] for k in keys]), np.stack([b[k] for k in keys]), atol=1e-5)
 
     # four configurations, four config hashes: their rows can never be mixed up in one folder
-    assert len({mode_run(m).summary["output_config"]["config_hash"] for m in MODES}) == len(MODES)
+    assert len({mode_run(m).summary["output_config"]["config_hash"] for m in RUN_MODES}) == len(RUN_MODES)
 
 
 # ---------------------------------------------------------------------------------------------------------------

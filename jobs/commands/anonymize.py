@@ -6,6 +6,8 @@ import argparse
 import re
 import sys
 
+from pipelines.modes import MODES
+
 from . import add_command, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
@@ -49,7 +51,7 @@ def add_parser(sub, name: str) -> None:
                    help="a manifest column the output rows carry as JSON `labels`; repeat for more. Default: only the "
                    "manifest's own id (video_id or id); label_columns=[] for none")  # fmt: skip
     p.add_argument("--out", help="output folder or fsspec prefix (config: output)")
-    p.add_argument("--mode", choices=["prune", "aam", "prune+aam", "raw", "blur", "down2", "down4", "blacken"],
+    p.add_argument("--mode", choices=list(MODES),
                    help="default prune+aam; blur/down2/down4/blacken: the papers' pixel baselines, for comparison")
     p.add_argument("--keep-pixels", type=int, metavar="SIZE",
                    help="also store each clip's anonymized pixels at SIZE px, 8 frames (for `anonvid evaluate`)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.modes import METHOD_MODES
+
 from . import add_command
 
 EXAMPLES = """examples:
@@ -21,7 +23,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--videos", type=int, default=48, help="videos in the sample corpus (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (%(default)s)")
     p.add_argument("--workers", type=int, default=0, help="corpus generation processes (0: one per CPU)")
-    p.add_argument("--mode", default="prune+aam", choices=["prune", "aam", "prune+aam"],
+    p.add_argument("--mode", default="prune+aam", choices=METHOD_MODES,
                    help="anonymize mode (%(default)s)")
     p.add_argument("--preview", type=int, default=8, help="videos with a masked preview (%(default)s)")
     p.set_defaults(run=run)

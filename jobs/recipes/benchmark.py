@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.modes import METHOD_MODES, MODES
+
 BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
 
@@ -73,7 +75,7 @@ class BenchmarkConfig:
             errors.append("videos and bias_videos must be >= 16 (both splits need every action)")
         if min(self.encoder_epochs, self.pruner_epochs, self.aam_epochs) < 1:
             errors.append("training epochs must be >= 1")
-        unknown = sorted(set(self.bias_methods) - {"raw", "prune", "aam", "prune+aam"})
+        unknown = sorted(set(self.bias_methods) - {"raw", *METHOD_MODES})
         if unknown:
             errors.append(f"bias_methods: {unknown} are not among raw, prune, aam, prune+aam")
         from pipelines.train.loop import TrainConfig
@@ -140,8 +142,8 @@ def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dic
     from .anonymize import run_anonymize
 
     job = AnonymizeConfig(output=output, manifest=manifest, mode=mode, allow_raw=mode == "raw",
-                          encoder=models["encoder"], pruner=models["pruner"] if "prune" in mode else None,
-                          aam=kw.pop("aam", models["aam"]) if "aam" in mode else None, **kw)  # fmt: skip
+                          encoder=models["encoder"], pruner=models["pruner"] if MODES[mode].pruner else None,
+                          aam=kw.pop("aam", models["aam"]) if MODES[mode].aam else None, **kw)  # fmt: skip
     with open(os.devnull, "w") as quiet:
         summary = run_anonymize(job, log=quiet)
     if summary.get("videos_failed"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.modes import mode
+
 
 @dataclass
 class DemoConfig:
@@ -65,4 +67,4 @@ def run_demo(cfg: DemoConfig, progress=None) -> dict:
         clip_size=cfg.size,
         **{k: v for k, v in models.items() if k in ("encoder", "pruner", "aam")},
     )
-    return run_anonymize(job, preview=cfg.preview if "prune" in cfg.mode else 0, progress=progress)
+    return run_anonymize(job, preview=cfg.preview if mode(cfg.mode).pruner else 0, progress=progress)

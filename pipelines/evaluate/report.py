@@ -22,8 +22,10 @@ import os
 from collections.abc import Iterable
 from typing import Literal
 
+from ..modes import METHOD_MODES
+
 FORMAT = "anonvid-report/1"
-TARGET_FAMILIES = ("prune", "aam", "prune+aam")  # raw, baselines and sweep points are not judged
+TARGET_FAMILIES = METHOD_MODES  # raw, baselines and sweep points are not judged
 ATTACKERS = ("linear", "mlp", "knn", "video_model")  # display order; unknown attackers follow, sorted
 ATTACKER_LABELS = {"linear": "linear", "mlp": "MLP (2 layers)", "knn": "k-NN", "video_model": "video model"}
 FAMILY_COLORS = {"raw": "black", "prune": "tab:blue", "aam": "tab:orange", "prune+aam": "tab:green",

@@ -19,10 +19,9 @@ from anon_core.evaluation import (
     task_probe,
 )
 
+from ..modes import MODES
 from ..train.schema import LabelSchema
 from .load import corpus_labels, feature_splits, output_config, pixel_splits, probe_classes
-
-FAMILIES = {"raw": "raw", "prune": "prune", "aam": "aam", "prune+aam": "prune+aam"}  # other modes: "baseline"
 
 
 @dataclass
@@ -123,7 +122,7 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
             ev = merge_pixels(ev, evaluate_pixels(px["train"], px["test"], epochs=cfg.pixel_epochs, **kw))
             entry_input = "features+pixels"
         evals[m.name] = ev
-        family = FAMILIES.get(held.get("mode", ""), "baseline")
+        family = MODES[held["mode"]].family if held.get("mode") in MODES else "baseline"
         methods[m.name] = {"family": family, "input": entry_input, "output": m.output,
                            "sweep": asdict(m.sweep) if m.sweep else None, **ev.figures, "bias": None}  # fmt: skip
         timings[f"evaluate {m.name}"] = time.monotonic() - t0
@@ -196,7 +195,7 @@ def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:
 
     found = {}
     for m in cfg.methods:
-        if methods[m.name]["family"] not in ("prune", "prune+aam") or m.sweep:
+        if not MODES.get(methods[m.name]["family"], MODES["raw"]).pruner or m.sweep:
             continue
         src = f"{m.output.rstrip('/')}/preview/contact_sheet.png"
         fs, path = fsspec.core.url_to_fs(src)

@@ -27,7 +27,11 @@ COMMANDS = {"synth": synth, "probe": probe, "anonymize": anonymize, "train": tra
             "runs": runs, "bench": bench, "import-encoder": import_encoder}  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with `only` (a command name, or "" for none), the others get no config-field flags,
+    which would import their configs' modules (torch, pandas: seconds) for nothing."""
+    from .commands import FIELD_FLAGS
+
     parser = argparse.ArgumentParser(
         prog="anonvid",
         description="Privacy-preserving video features at cluster scale.",
@@ -36,13 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"anonvid {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
-        module.add_parser(sub, name)
+        FIELD_FLAGS["enabled"] = only is None or name == only
+        try:
+            module.add_parser(sub, name)
+        finally:
+            FIELD_FLAGS["enabled"] = True
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse like argparse (SystemExit on a usage error), also taking key=value overrides after the options."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=next((w for w in words if w in COMMANDS), ""))
     # argparse alone only takes the positional key=value words before the options
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):

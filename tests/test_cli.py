@@ -123,3 +123,31 @@ def test_every_command_that_reports_takes_json(tmp_path, capsys):
     assert doc["videos"] == 4 and sum(doc["splits"].values()) == 4 and set(doc["attribute_prevalence"]) == set(
         ATTRIBUTES
     )
+
+
+def test_config_flags_come_from_the_config_fields():
+    """A flag's type, choices and shown default are the config field's (one source); flags not given override
+    nothing; only the command being run imports its config (the others' would cost seconds of imports)."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from jobs.cli import build_parser, parse_args
+    from jobs.commands.anonymize import FLAGS
+    from pipelines.anonymize import AnonymizeConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["anonymize"]
+    flags = {a.dest: a for a in sub._actions}
+    defaults = {f.name: f.default for f in dataclasses.fields(AnonymizeConfig)}
+    assert flags["clip_size"].type is int and f"(default {defaults['clip_size']})" in flags["clip_size"].help
+    assert flags["backend"].choices == ["decord", "pyav"] and flags["label_column"].type is str
+    assert f"(default {defaults['max_failed_fraction']})" in flags["max_failed_fraction"].help
+    assert set(FLAGS) <= set(flags) and all(flags[d].default is None for d in FLAGS)
+    args = parse_args(["anonymize", "vids", "--out", "o", "--clip-size", "64", "--label-column", "a", "--label-column",
+                       "b"])  # fmt: skip
+    from jobs.commands.anonymize import job_config
+
+    assert job_config(args)[2] == ["input=\"vids\"", "label_columns=[\"a\", \"b\"]", "output=\"o\"", "clip_size=64"]
+    code = "import sys; from jobs.cli import parse_args; parse_args(['bench', '--tiny']); print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "jobs.recipes.bench" in loaded and "torch" not in loaded and "pipelines.anonymize" not in loaded

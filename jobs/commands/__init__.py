@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
+import typing
 
 
 def add_command(sub, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -44,3 +47,58 @@ def json_stdout(enabled: bool):
 
 def print_json(doc, out) -> None:
     print(json.dumps(doc, indent=2, default=str), file=out, flush=True)
+
+
+FIELD_FLAGS = {"enabled": True}  # jobs.cli turns it off for the commands not being run: their configs load slowly
+
+
+def add_field_flags(p: argparse.ArgumentParser, config: str, flags: dict[str, str], helps: dict[str, str]) -> None:
+    """One --flag per entry of `flags` (argparse dest -> config key, "model.batch_size" for a nested field), made from
+    the config dataclass field the key names: its type (int, float, str; bool: a switch; Literal: choices; a list:
+    the flag repeats) and its default, which the help shows, so a default is written once, in the dataclass. The
+    help text is `helps[dest]`. Every flag defaults to None: only a flag given overrides a --config file's value.
+    `config` names the dataclass, "module:Class", imported only for the command being parsed (see jobs.cli)."""
+    if not FIELD_FLAGS["enabled"]:
+        return
+    import importlib
+
+    module, _, name = config.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    for dest, key in flags.items():
+        field, hint = _field(cls, key)
+        kwargs: dict = {"dest": dest, "default": None}
+        base = _strip_optional(hint)
+        origin = typing.get_origin(base)
+        if base is bool:
+            kwargs["action"] = "store_true"
+        elif origin is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(base))
+        elif origin is list:
+            kwargs["action"], kwargs["type"] = "append", typing.get_args(base)[0]
+        elif base in (int, float, str):
+            kwargs["type"] = base
+        else:
+            raise TypeError(f"{cls.__name__}.{key}: no flag for a field of type {hint}")
+        text = helps[dest]
+        if field.default is not dataclasses.MISSING and field.default not in (None, False):
+            text += f" (default {field.default})"
+        p.add_argument("--" + dest.replace("_", "-"), help=text, **kwargs)
+
+
+def _field(cls, key: str):
+    """(dataclasses.Field, resolved type) of a dotted key such as "model.batch_size"."""
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    if head not in fields:
+        raise KeyError(f"{cls.__name__} has no field {head!r}")
+    if rest:
+        return _field(hints[head], rest)
+    return fields[head], hints[head]
+
+
+def _strip_optional(hint):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint

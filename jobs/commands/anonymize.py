@@ -6,9 +6,7 @@ import argparse
 import re
 import sys
 
-from pipelines.modes import MODES
-
-from . import add_command, flag_overrides, json_stdout, print_json
+from . import add_command, add_field_flags, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid anonymize demo_out/corpus/videos --out feats --encoder models/encoder --pruner models/pruner \\
@@ -26,19 +24,53 @@ job cannot start (the message names the fix).
 
 
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value, not a path (write ./a=b for such a folder)
-# flag (argparse dest) -> config key; a flag given on the command line overrides the --config file's value
+# flag (argparse dest) -> AnonymizeConfig key; each flag's type, choices and default come from that field, and a flag
+# given on the command line overrides the --config file's value
 FLAGS = {
-    "input": "input", "manifest": "manifest", "label_column": "label_columns", "out": "output", "mode": "mode",
-    "keep_pixels": "keep_pixels",
-    "allow_raw": "allow_raw", "encoder": "encoder", "pruner": "pruner", "aam": "aam", "keep_ratio": "keep_ratio",
-    "lambda_priv": "lambda_priv", "clip_frames": "clip_frames", "clip_stride": "clip_stride",
-    "clip_size": "clip_size", "max_clips": "max_clips", "backend": "backend", "clips_per_task": "clips_per_task",
-    "decode_timeout": "decode_timeout_s", "batch_size": "model.batch_size", "actors": "model.max_actors",
-    "cpus_per_actor": "model.cpus_per_actor", "gpus_per_actor": "model.gpus_per_actor",
+    "manifest": "manifest", "label_column": "label_columns", "out": "output", "mode": "mode",
+    "keep_pixels": "keep_pixels", "allow_raw": "allow_raw", "encoder": "encoder", "pruner": "pruner", "aam": "aam",
+    "keep_ratio": "keep_ratio", "lambda_priv": "lambda_priv", "clip_frames": "clip_frames",
+    "clip_stride": "clip_stride", "clip_size": "clip_size", "max_clips": "max_clips", "backend": "backend",
+    "clips_per_task": "clips_per_task", "decode_timeout": "decode_timeout_s", "batch_size": "model.batch_size",
+    "actors": "model.max_actors", "cpus_per_actor": "model.cpus_per_actor", "gpus_per_actor": "model.gpus_per_actor",
     "rows_per_shard": "rows_per_shard", "commit_interval": "commit_interval_s",
-    "max_failed_fraction": "max_failed_fraction", "retry_failed": "retry_failed", "address": "address",
-    "run_id": "run_id", "lease_wait": "lease_wait_s", "lease_ttl": "lease_ttl_s",
+    "max_failed_fraction": "max_failed_fraction", "retry_failed": "retry_failed", "lease_wait": "lease_wait_s",
+    "lease_ttl": "lease_ttl_s", "address": "address", "run_id": "run_id",
 }  # fmt: skip
+HELP = {
+    "manifest": "Parquet/CSV with a `uri` (or `path`) column",
+    "label_column": "a manifest column the output rows carry as JSON `labels`; repeat for more. Default: only the "
+                    "manifest's own id (video_id or id); label_columns=[] for none",
+    "out": "output folder or fsspec prefix (config: output)",
+    "mode": "blur/down2/down4/blacken: the papers' pixel baselines, for comparison",
+    "keep_pixels": "also store each clip's anonymized pixels at SIZE px, 8 frames (for `anonvid evaluate`)",
+    "allow_raw": "confirm --mode raw, or raw pixels kept in modes that do not change them (evaluation only)",
+    "encoder": "frozen encoder model bundle (path or URI)",
+    "pruner": "tubelet pruner model bundle (modes prune, prune+aam)",
+    "aam": "anonymizing adapter model bundle (modes aam, prune+aam)",
+    "keep_ratio": "override the pruner's keep ratio at every pruning block",
+    "lambda_priv": "override the pruner's lambda_priv",
+    "clip_frames": "frames per clip",
+    "clip_stride": "take every n-th frame",
+    "clip_size": "clip side in pixels",
+    "max_clips": "at most this many clips per video, spread over it",
+    "backend": "video decoder",
+    "clips_per_task": "decode work per task (segment length in clips)",
+    "decode_timeout": "seconds before a segment's decode is abandoned",
+    "batch_size": "clips per model forward pass",
+    "actors": "most actors per model stage, autoscaled from 1",
+    "cpus_per_actor": "CPUs each model actor reserves",
+    "gpus_per_actor": "e.g. 0.25: four actors share one GPU",
+    "rows_per_shard": "about this many clip rows per Parquet file",
+    "commit_interval": "seconds finished videos may wait to be written",
+    "max_failed_fraction": "the run fails (exit 1) when more of its videos than this fail",
+    "retry_failed": "process videos that failed in earlier runs again",
+    "lease_wait": "seconds to wait while another run holds the output's lease",
+    "lease_ttl": "the lease expires this long after a dead holder's last heartbeat",
+    "address": "Ray cluster address (else RAY_ADDRESS, else a local Ray)",
+    "run_id": "name this run: letters, digits, '.', '_', '-' (else UTC time + a random suffix)",
+}  # fmt: skip
+METAVARS = {"label_column": "COL", "keep_pixels": "SIZE"}
 
 
 def add_parser(sub, name: str) -> None:
@@ -46,47 +78,11 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("input", nargs="?", help="folder or fsspec prefix (s3://bucket/videos/) of videos")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields, e.g. model.batch_size=32")
     p.add_argument("--config", help="YAML with the fields of pipelines.anonymize.AnonymizeConfig (jobs/configs/)")
-    p.add_argument("--manifest", help="Parquet/CSV with a `uri` (or `path`) column")
-    p.add_argument("--label-column", action="append", metavar="COL",
-                   help="a manifest column the output rows carry as JSON `labels`; repeat for more. Default: only the "
-                   "manifest's own id (video_id or id); label_columns=[] for none")  # fmt: skip
-    p.add_argument("--out", help="output folder or fsspec prefix (config: output)")
-    p.add_argument("--mode", choices=list(MODES),
-                   help="default prune+aam; blur/down2/down4/blacken: the papers' pixel baselines, for comparison")
-    p.add_argument("--keep-pixels", type=int, metavar="SIZE",
-                   help="also store each clip's anonymized pixels at SIZE px, 8 frames (for `anonvid evaluate`)")
-    p.add_argument("--allow-raw", action="store_true", default=None,
-                   help="confirm --mode raw (un-anonymized; evaluation only)")
-    p.add_argument("--encoder", help="frozen encoder model bundle (path or URI)")
-    p.add_argument("--pruner", help="tubelet pruner model bundle (modes prune, prune+aam)")
-    p.add_argument("--aam", help="anonymizing adapter model bundle (modes aam, prune+aam)")
-    p.add_argument("--keep-ratio", type=float, help="override the pruner's keep ratio at every pruning block")
-    p.add_argument("--lambda-priv", type=float, help="override the pruner's lambda_priv")
-    p.add_argument("--clip-frames", type=int, help="default 16")
-    p.add_argument("--clip-stride", type=int, help="default 2")
-    p.add_argument("--clip-size", type=int, help="default 112")
-    p.add_argument("--max-clips", type=int, help="at most this many clips per video, spread over it")
-    p.add_argument("--backend", choices=["decord", "pyav"], help="default decord")
-    p.add_argument("--clips-per-task", type=int, help="decode work per task (segment length in clips; default 32)")
-    p.add_argument("--decode-timeout", type=float, help="seconds before a segment's decode is abandoned (600)")
-    p.add_argument("--batch-size", type=int, help="clips per model forward pass (default 16)")
-    p.add_argument("--actors", type=int, help="most actors per model stage, autoscaled from 1 (default 1)")
-    p.add_argument("--cpus-per-actor", type=float, help="default 0.5")
-    p.add_argument("--gpus-per-actor", type=float, help="e.g. 0.25: four actors share one GPU (default 0)")
-    p.add_argument("--rows-per-shard", type=int, help="about this many clip rows per Parquet file (16384)")
-    p.add_argument("--commit-interval", type=float, help="seconds finished videos may wait to be written (30)")
-    p.add_argument("--max-failed-fraction", type=float, help="default 0.05")
-    p.add_argument("--retry-failed", action="store_true", default=None,
-                   help="process videos that failed in earlier runs again")
-    p.add_argument("--lease-wait", type=float,
-                   help="seconds to wait while another run holds the output's lease (default 3600)")
-    p.add_argument("--lease-ttl", type=float, help="the lease expires this long after a dead holder's last "
-                   "heartbeat (default 300)")  # fmt: skip
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    add_field_flags(p, "pipelines.anonymize:AnonymizeConfig", FLAGS, HELP)
+    for action in p._actions:
+        action.metavar = METAVARS.get(action.dest, action.metavar)
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL / AWS config)")
     p.add_argument("--aws-profile", help="credentials profile from ~/.aws (else AWS_PROFILE / the default chain)")
-    p.add_argument("--run-id", help="name this run: letters, digits, '.', '_', '-' (default: UTC time + random "
-                   "suffix)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preview", type=int, default=0, metavar="N", help="write previews of N videos")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -97,7 +93,8 @@ def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
     """The config this command reads: --config, then the flags given, then key=value overrides."""
     if args.input is not None and OVERRIDE.match(args.input):  # argparse fills the optional positional first
         args.overrides, args.input = [args.input, *args.overrides], None
-    return "anonymize", args.config, [*flag_overrides(args, FLAGS), *args.overrides]
+    given = [*flag_overrides(args, {"input": "input"}), *flag_overrides(args, FLAGS)]
+    return "anonymize", args.config, [*given, *args.overrides]
 
 
 def config_from_args(args: argparse.Namespace):

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
+from . import add_command, add_field_flags, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid bench --out bench_perf                       # this machine, CPU: decode, models, pipeline
@@ -19,21 +19,23 @@ each ratio measured in the same run, and the targets met or missed.
 """
 
 
+FLAGS = ("out", "device", "tiny", "repeats", "docs")  # BenchConfig fields with a flag of their own
+
+
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "measure the throughput of every stage and the pipeline against its limit", EXAMPLES)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override fields of BenchConfig")
     p.add_argument("--config", help="YAML with BenchConfig fields")
-    p.add_argument("--out", help="output folder (default bench_perf)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="cuda adds the GPU section (exit 2 without a GPU)")
-    p.add_argument("--tiny", action="store_true", default=None, help="small inputs, 2 repeats (a smoke run)")
-    p.add_argument("--repeats", type=int, help="runs per decode and model figure (default 5)")
-    p.add_argument("--docs", help="also write the tables into this markdown file (docs/benchmarks.md)")
+    add_field_flags(p, "jobs.recipes.bench:BenchConfig", {f: f for f in FLAGS}, {
+        "out": "output folder", "device": "cuda adds the GPU section (exit 2 without a GPU)",
+        "tiny": "small inputs, 2 repeats (a smoke run)", "repeats": "runs per decode and model figure",
+        "docs": "also write the tables into this markdown file (docs/benchmarks.md)"})  # fmt: skip
     add_json_flag(p, "the figures (what bench.json holds)")
     p.set_defaults(run=run, job_config=job_config)
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
-    return "bench", args.config, [*flag_overrides(args, ("out", "device", "tiny", "repeats", "docs")), *args.overrides]
+    return "bench", args.config, [*flag_overrides(args, FLAGS), *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
+from . import add_command, add_field_flags, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid benchmark --out bench_out --readme README.md          # 1000 videos: what the README table comes from
@@ -16,13 +16,16 @@ every method, baseline and sweep point, evaluate (OUT/report/report.md, report.j
 """
 
 
+FLAGS = ("out", "videos", "readme")  # BenchmarkConfig fields with a flag of their own
+
+
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "run the whole privacy/utility protocol on a generated corpus", EXAMPLES)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override fields of BenchmarkConfig")
     p.add_argument("--config", help="YAML with BenchmarkConfig fields")
-    p.add_argument("--out", help="output folder (default bench_out)")
-    p.add_argument("--videos", type=int, help="corpus size (default 1000)")
-    p.add_argument("--readme", help="write the result table into this README (between the benchmark markers)")
+    add_field_flags(p, "jobs.recipes.benchmark:BenchmarkConfig", {f: f for f in FLAGS}, {
+        "out": "output folder", "videos": "corpus size",
+        "readme": "write the result table into this README (between the benchmark markers)"})  # fmt: skip
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the steps and what an earlier run into --out already did; run nothing")  # fmt: skip
@@ -31,7 +34,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:
-    return "benchmark", args.config, [*flag_overrides(args, ("out", "videos", "readme")), *args.overrides]
+    return "benchmark", args.config, [*flag_overrides(args, FLAGS), *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:

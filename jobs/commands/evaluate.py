@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import add_command, add_json_flag, flag_overrides, json_stdout, print_json
+from . import add_command, add_field_flags, add_json_flag, flag_overrides, json_stdout, print_json
 
 EXAMPLES = """examples:
   anonvid evaluate --labels corpus/labels.parquet --out report \\
@@ -25,16 +25,16 @@ def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "attack anonymized outputs and report privacy and utility", EXAMPLES)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields (with --config)")
     p.add_argument("--config", help="YAML with the fields of pipelines.evaluate.run.EvaluateConfig")
-    p.add_argument("--labels", help="labels.parquet of the corpus the outputs were made from")
     p.add_argument("--method", action="append", default=[], metavar="NAME=OUTPUT", help="a method's anonymize output")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=PARAM:VALUE", help="mark NAME a sweep point")
-    p.add_argument("--reference", help="the method leakage is normalized by (default raw)")
-    p.add_argument("--bias-labels", help="labels.parquet of a --bias-protocol corpus")
     p.add_argument("--bias", action="append", default=[], metavar="NAME=OUTPUT", help="NAME's output on that corpus")
-    p.add_argument("--bias-group", help="the group column of the bias protocol (default gender_proxy)")
-    p.add_argument("--out", help="report folder")
-    p.add_argument("--epochs", type=int, help="attacker and probe epochs (best epoch counts; default 60)")
-    p.add_argument("--seed", type=int, help="seed of the attackers, probes and bootstrap")
+    add_field_flags(p, "pipelines.evaluate.run:EvaluateConfig", {f: f for f in SCALAR_FLAGS}, {
+        "labels": "labels.parquet of the corpus the outputs were made from",
+        "out": "report folder", "reference": "the method leakage is normalized by",
+        "bias_labels": "labels.parquet of a --bias-protocol corpus",
+        "bias_group": "the group column of the bias protocol",
+        "epochs": "attacker and probe epochs (best epoch counts)",
+        "seed": "seed of the attackers, probes and bootstrap"})  # fmt: skip
     add_json_flag(p, "the report's figures and targets (what report.json holds)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the labels and every output, print what would be evaluated; train nothing")  # fmt: skip

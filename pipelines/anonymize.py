@@ -367,7 +367,10 @@ def connect(address: str | None = None) -> None:
     verbose = os.environ.get("ANONVID_VERBOSE", "") not in ("", "0")
     import logging
 
-    # and Ray's own INFO and WARNING lines in this process (start-up, executor plans): errors are kept
+    # and Ray's own INFO and WARNING lines in this process (start-up, executor plans): errors are kept. Ray Data sets
+    # its loggers up when first imported, so it is imported first: a later import would undo the levels set here.
+    import ray.data  # noqa: F401
+
     level = logging.INFO if verbose else logging.ERROR
     for name in ("ray", "ray.data", "ray.train"):
         logging.getLogger(name).setLevel(level)

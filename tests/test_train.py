@@ -161,7 +161,7 @@ def test_aam_trains_on_extracted_features_and_fits_its_encoder(small_corpus, tin
     ckpt = sorted(p for p in (store / "aam").glob("checkpoint_*") if p.is_dir())[-1]
     aam, info = load_bundle(str(ckpt), expect_kind="aam")
     assert info.trained and info.extra["embed_dim"] == 192  # fits the tiny encoder: anonymize's preflight accepts it
-    # the default erase="pairs": every checkpoint carries an eraser fitted on that epoch's adapter outputs
+    # the default erase="attributes": every checkpoint carries an eraser fitted on that epoch's adapter outputs
     assert aam.eraser is not None and aam.eraser.fitted
     assert metrics["erased_dims"] >= 1
 

@@ -456,15 +456,18 @@ def run_pipeline(plan: Plan, progress=None, log=None) -> dict:
 
 def _clip_counter(progress, every_s: float = 1.0):
     """(a ClipCounter actor, an Event that stops its reader): a thread hands the clips decoded and encoded so far to
-    `progress.counts` every `every_s`, so the line moves before the first video is committed."""
+    `progress.counts` every `every_s`, so the line moves before the first video is committed. No counter (None)
+    when Ray is not up: the pipeline then fails on its own, and this must not start a Ray of its own first."""
     import threading
 
     import ray
 
     from .stages.rows import ClipCounter
 
-    counter = ray.remote(num_cpus=0)(ClipCounter).remote()
     stop = threading.Event()
+    if not ray.is_initialized():
+        return None, stop
+    counter = ray.remote(num_cpus=0)(ClipCounter).remote()
 
     def read() -> None:
         while not stop.wait(every_s):
@@ -483,6 +486,8 @@ def _final_counts(counter) -> dict[str, int]:
     two readings agree; {} when the actor cannot answer."""
     import ray
 
+    if counter is None:
+        return {}
     last = None
     try:
         for _ in range(10):

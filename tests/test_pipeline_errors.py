@@ -366,7 +366,7 @@ def test_an_aborted_run_records_its_traceback(tiny_models, corpus, tmp_path, mon
     traceback: the one-line reason alone does not say where a cluster-side failure came from."""
     import pipelines.anonymize as pipeline
 
-    def build_fails(plan):
+    def build_fails(plan, counter=None):
         raise RuntimeError("the cluster went away")
 
     monkeypatch.setattr(pipeline, "connect", lambda address=None: None)  # no Ray: the failure comes first
@@ -396,7 +396,7 @@ def test_ctrl_c_records_what_the_run_committed(tiny_models, corpus, tmp_path, mo
     import pipelines.anonymize as pipeline
 
     class OneBatchThenCtrlC:
-        def __init__(self, plan):
+        def __init__(self, plan, counter=None):
             self.plan = plan
 
         def iter_batches(self, **kw):

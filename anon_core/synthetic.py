@@ -66,7 +66,7 @@ class CorpusConfig:
     size: int = 112
     frames: int = 32
     fps: int = 25
-    codec: str = "h264"
+    codec: Literal["h264", "vp9", "mpeg4"] = "h264"
     bias_protocol: bool = False
     split_by: Literal["video", "identity"] = "video"
     test_fraction: float = 0.2

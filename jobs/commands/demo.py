@@ -6,7 +6,7 @@ import argparse
 
 from pipelines.modes import METHOD_MODES
 
-from . import add_command
+from . import add_command, add_field_flags
 
 EXAMPLES = """examples:
   anonvid demo                      # what `make demo` runs: 48 videos, prune+aam, preview of 8
@@ -17,15 +17,18 @@ layout and its exactly-once commits are real; the features are not anonymized (t
 """
 
 
+FLAGS = ("out", "videos", "seed", "workers", "preview")  # DemoConfig fields with a flag of their own
+
+
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "run the anonymize job on a generated sample corpus", EXAMPLES)
-    p.add_argument("--out", default="demo_out", help="output folder (%(default)s)")
-    p.add_argument("--videos", type=int, default=48, help="videos in the sample corpus (%(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed (%(default)s)")
-    p.add_argument("--workers", type=int, default=0, help="corpus generation processes (0: one per CPU)")
-    p.add_argument("--mode", default="prune+aam", choices=METHOD_MODES,
-                   help="anonymize mode (%(default)s)")
-    p.add_argument("--preview", type=int, default=8, help="videos with a masked preview (%(default)s)")
+    add_field_flags(p, "jobs.recipes.demo:DemoConfig", {f: f for f in FLAGS}, {
+        "out": "output folder", "videos": "videos in the sample corpus", "seed": "corpus seed",
+        "workers": "corpus generation processes (0: one per CPU)",
+        "preview": "videos with a masked preview"})  # fmt: skip
+    from ..recipes.demo import DemoConfig  # light: dataclasses and the modes
+
+    p.add_argument("--mode", choices=METHOD_MODES, help=f"anonymize mode (default {DemoConfig.mode})")
     p.set_defaults(run=run)
 
 
@@ -34,13 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from ._progress import Progress
     from .anonymize import print_summary
 
-    s = run_demo(
-        DemoConfig(out=args.out, videos=args.videos, seed=args.seed, workers=args.workers, mode=args.mode,
-                   preview=args.preview),  # fmt: skip
-        progress=Progress("videos committed", args.videos),
-    )
+    cfg = DemoConfig(**{f: getattr(args, f) for f in (*FLAGS, "mode") if getattr(args, f) is not None})
+    s = run_demo(cfg, progress=Progress("videos committed", cfg.videos))
     print_summary(s)
-    print(f"features: {args.out}/output/features/ (any Parquet reader; README, \"Output layout\")")
+    print(f"features: {cfg.out}/output/features/ (any Parquet reader; README, \"Output layout\")")
     print("models: tiny and UNTRAINED (random weights), so these features are not anonymized; train real ones with "
           "`anonvid train` (or run `anonvid benchmark`)")  # fmt: skip
     return 0 if s["ok"] else 1

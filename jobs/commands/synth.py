@@ -6,13 +6,16 @@ import argparse
 import sys
 import time
 
-from . import add_command, add_json_flag, print_json
+from . import add_command, add_field_flags, add_json_flag, print_json
 
 EXAMPLES = """examples:
   anonvid synth --out data/corpus --videos 200 --seed 1
   anonvid synth --out data/bias --videos 1000 --seed 2 --bias-protocol --split-by identity
   anonvid synth --out data/webm --videos 50 --seed 3 --codec vp9 --size 160 --frames 48
 """
+
+
+FLAGS = ("seed", "size", "frames", "fps", "codec", "bias_protocol", "split_by", "videos_per_identity")  # CorpusConfig
 
 
 def add_parser(sub, name: str) -> None:
@@ -26,15 +29,12 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--videos", type=int, required=True, help="number of videos")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed: the same seed, the same corpus (%(default)s)")
-    p.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")
-    p.add_argument("--frames", type=int, default=32, help="frames per video")
-    p.add_argument("--fps", type=int, default=25, help="frames per second (%(default)s)")
-    p.add_argument("--codec", choices=["h264", "vp9", "mpeg4"], default="h264", help="video codec (%(default)s)")
-    p.add_argument("--bias-protocol", action="store_true", help="one action 95%% with one group, the rest 95%% other")
-    p.add_argument("--split-by", choices=["video", "identity"], default="video",
-                   help="train/test split by video, or by identity (no person in both) (%(default)s)")
-    p.add_argument("--videos-per-identity", type=int, default=5, help="videos of each person (%(default)s)")
+    add_field_flags(p, "anon_core.synthetic:CorpusConfig", {f: f for f in FLAGS}, {
+        "seed": "corpus seed: the same seed, the same corpus", "size": "frame side in pixels (even)",
+        "frames": "frames per video", "fps": "frames per second", "codec": "video codec",
+        "bias_protocol": "one action 95%% with one group, the rest 95%% other",
+        "split_by": "train/test split by video, or by identity (no person in both)",
+        "videos_per_identity": "videos of each person"})  # fmt: skip
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per CPU)")
     add_json_flag(p, "what was written (counts per split, action and attribute)")
     p.set_defaults(run=run)
@@ -46,17 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ._progress import Progress
 
     try:
-        cfg = CorpusConfig(
-            videos=args.videos,
-            seed=args.seed,
-            size=args.size,
-            frames=args.frames,
-            fps=args.fps,
-            codec=args.codec,
-            bias_protocol=args.bias_protocol,
-            split_by=args.split_by,
-            videos_per_identity=args.videos_per_identity,
-        )
+        cfg = CorpusConfig(videos=args.videos, **{f: getattr(args, f) for f in FLAGS if getattr(args, f) is not None})
     except ValueError as e:
         print(f"anonvid synth: {e}", file=sys.stderr)
         return 2

@@ -47,6 +47,7 @@ MODES: dict[str, Mode] = {
     )
 }
 METHOD_MODES = tuple(n for n, m in MODES.items() if m.judged)  # ("prune", "aam", "prune+aam")
+PRUNING_FAMILIES = frozenset(m.family for m in MODES.values() if m.pruner)  # {"prune", "prune+aam"}
 
 
 def mode(name: str) -> Mode:

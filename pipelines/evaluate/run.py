@@ -19,7 +19,7 @@ from anon_core.evaluation import (
     task_probe,
 )
 
-from ..modes import MODES
+from ..modes import MODES, PRUNING_FAMILIES
 from ..train.schema import LabelSchema
 from .load import corpus_labels, feature_splits, output_config, pixel_splits, probe_classes
 
@@ -195,7 +195,7 @@ def _copy_overlays(cfg: EvaluateConfig, methods: dict) -> dict[str, str]:
 
     found = {}
     for m in cfg.methods:
-        if not MODES.get(methods[m.name]["family"], MODES["raw"]).pruner or m.sweep:
+        if methods[m.name]["family"] not in PRUNING_FAMILIES or m.sweep:
             continue
         src = f"{m.output.rstrip('/')}/preview/contact_sheet.png"
         fs, path = fsspec.core.url_to_fs(src)

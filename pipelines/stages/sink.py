@@ -88,8 +88,8 @@ class WriteShards:
             "video_id": pa.array(np.repeat([vid for vid, _ in videos], n), type=pa.string()),
             "source_uri": pa.array(np.repeat([p["uri"] for _, p in videos], n), type=pa.string()),
             # the manifest's own id (its video_id or id column), so a join needs no JSON; null without a manifest
-            "source_id": pa.array([_own_id(p) for p, k in zip((p for _, p in videos), n, strict=True)
-                                   for _ in range(k)], type=pa.string()),  # fmt: skip
+            "source_id": pa.array(np.repeat(np.array([_own_id(p) for _, p in videos], dtype=object), n),
+                                  type=pa.string()),  # fmt: skip
             "clip_index": pa.array(cat("clip_index"), type=pa.int32()),
             "start_s": pa.array(cat("start_s"), type=pa.float64()),
             "end_s": pa.array(cat("end_s"), type=pa.float64()),

@@ -1,6 +1,7 @@
 """The anonymize pipeline: a video archive -> anonymized clip features in Parquet, every video exactly once.
 
-    list (driver) -> plan segments (tasks) -> decode clips (tasks) -> [prune (actors)] -> encode f_E (actors)
+    list (driver) -> plan segments (tasks) -> decode clips (tasks)
+        -> clip models (actors: [prune] -> [pixel baseline] -> [keep pixels] -> encode f_E, one process per clip batch)
         -> gather whole videos (one actor) -> [AAM (actors)] -> write shards + commit markers (tasks)
 
 Modes store the frozen encoder's f_E in every case, so outputs of different modes are comparable:
@@ -62,7 +63,7 @@ class AnonymizeConfig:
     clip_stride: int = 2
     clip_size: int = 112
     max_clips: int | None = None  # per video; None = every clip
-    backend: Literal["decord", "pyav"] = "decord"
+    backend: Literal["decord", "pyav", "torchcodec"] = "decord"
     clips_per_task: int = 32
     decode_timeout_s: float = 600.0
     model: ModelResources = field(default_factory=ModelResources)
@@ -139,8 +140,11 @@ class PreflightError(ValueError):
     """The job cannot start; the message names the fix."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What one run does, fixed once built: each later fact (the lease's generation, the work left under the lease)
+    makes a new Plan with dataclasses.replace, so a stage built from a plan never sees it change."""
+
     config: AnonymizeConfig
     listing: Listing
     todo: pd.DataFrame  # the videos this run processes
@@ -154,7 +158,7 @@ class Plan:
 
     def describe(self) -> str:
         c = self.config
-        stages = [_describe_stage(name, kw) for name, _, kw in pipeline_stages(self)]
+        stages = [_describe_stage(name, stage.ray_args()) for name, stage in pipeline_stages(self)]
         models = "\n".join(
             f"  {k}: {i.model_id} from {i.uri}" + ("" if i.trained else "  ** UNTRAINED weights **")
             for k, i in self.models.items()
@@ -253,11 +257,10 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
     run_id = cfg.run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
     plan = Plan(cfg, listing, listing.videos, 0, models, output_config, run_id, RepairReport())
-    _plan_work(plan, store)  # read-only here (a dry run writes nothing); again under the lease before the run
-    return plan
+    return _plan_work(plan, store)  # read-only here (a dry run writes nothing); again under the lease before the run
 
 
-def _plan_work(plan: Plan, store: OutputStore) -> None:
+def _plan_work(plan: Plan, store: OutputStore) -> Plan:
     """The videos to process now: every listed video without a commit marker (with --retry-failed, failed ones too).
     Incremental runs over a growing prefix rest on this: a video's id changes with its bytes (pipelines.sources)."""
     cfg, videos = plan.config, plan.listing.videos
@@ -266,27 +269,16 @@ def _plan_work(plan: Plan, store: OutputStore) -> None:
     if cfg.retry_failed and done:
         failed = {v: rec for v, rec in store.read_commits(sorted(done)).items() if rec.get("status") == "failed"}
         done -= set(failed)
-    plan.todo = videos[~videos["video_id"].isin(done)].reset_index(drop=True)
-    plan.already_done = int(videos["video_id"].isin(done).sum())
-    plan.retry = failed
+    todo = videos[~videos["video_id"].isin(done)].reset_index(drop=True)
+    return replace(plan, todo=todo, already_done=int(videos["video_id"].isin(done).sum()), retry=failed)
 
 
-def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object, dict]]:
-    """The stages, in order: (name, the callable or actor class, its map_batches arguments). `counter`: a ClipCounter
-    actor the decode and encode stages report their clips to."""
-    from .stages import (
-        ApplyAam,
-        DecodeClips,
-        EncodeClips,
-        GatherVideos,
-        KeepPixels,
-        PlanSegments,
-        PruneClips,
-        TransformClips,
-        WriteShards,
-    )  # fmt: skip
+def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object]]:
+    """The stages, in order: (name, stage), each stage of the one shape of pipelines/stages/workers.py. `counter`: a
+    ClipCounter actor the decode and encode steps report their clips to."""
+    from .stages import ApplyAam, ClipModels, DecodeClips, GatherVideos, PlanSegments, WriteShards
 
-    cfg, res = plan.config, plan.config.model
+    cfg, res, m = plan.config, plan.config.model, mode(plan.config.mode)
     row_fields = {
         "mode": cfg.mode,
         "encoder_id": plan.models["encoder"].model_id,
@@ -294,30 +286,23 @@ def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object, dict]]:
         "aam_id": plan.models["aam"].model_id if "aam" in plan.models else "",
         "config_hash": plan.output_config["config_hash"],
     }
-    planner = PlanSegments(cfg.spec, cfg.clips_per_task, timeout_s=min(cfg.decode_timeout_s, 120.0))
-    decode = DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task, counter=counter)
-    stages = [("plan segments", planner, planner.ray_args()), ("decode clips", decode, decode.ray_args())]
-    if cfg.needs()["pruner"]:
-        kwargs = {"pruner_uri": cfg.pruner, "keep_ratio": cfg.keep_ratio, "lambda_priv": cfg.lambda_priv}
-        stages.append(("prune", PruneClips, {"fn_constructor_kwargs": {**kwargs, "resources": res},
-                                             **PruneClips.ray_args(res)}))  # fmt: skip
-    if mode(cfg.mode).baseline:
-        transform = TransformClips(cfg.mode)
-        stages.append((f"pixel baseline {cfg.mode}", transform, transform.ray_args()))
-    if cfg.keep_pixels:
-        keep = KeepPixels(cfg.keep_pixels)
-        stages.append(("keep pixels", keep, keep.ray_args()))
-    encode = {"encoder_uri": cfg.encoder, "resources": res, "pruner_uri": cfg.pruner if cfg.needs()["pruner"] else None,
-              "counter": counter}  # fmt: skip
-    stages.append(("encode f_E", EncodeClips, {"fn_constructor_kwargs": encode, **EncodeClips.ray_args(res)}))
-    gather = {"expected_videos": len(plan.todo), "rows_per_shard": cfg.rows_per_shard,
-              "flush_after_s": cfg.commit_interval_s}  # fmt: skip
-    stages.append(("gather whole videos", GatherVideos, {"fn_constructor_kwargs": gather, **GatherVideos.ray_args()}))
-    if cfg.needs()["aam"]:
-        stages.append(("AAM", ApplyAam, {"fn_constructor_kwargs": {"aam_uri": cfg.aam, "resources": res},
-                                         **ApplyAam.ray_args(res)}))  # fmt: skip
-    sink = WriteShards(cfg.output, plan.run_id, row_fields, lease_generation=plan.lease_generation)
-    stages.append(("write shards", sink, sink.ray_args()))
+    prunes = m.needs["pruner"]
+    # every step that touches a clip's pixels runs in one actor: clips never cross the object store between them
+    clip_models = ClipModels(
+        cfg.encoder, cfg.pruner if prunes else None, cfg.keep_ratio, cfg.lambda_priv,
+        baseline=cfg.mode if m.baseline else None, keep_pixels=cfg.keep_pixels, resources=res, counter=counter,
+    )  # fmt: skip
+    stages = [
+        ("plan segments", PlanSegments(cfg.spec, cfg.clips_per_task, timeout_s=min(cfg.decode_timeout_s, 120.0))),
+        ("decode clips", DecodeClips(cfg.spec, cfg.backend, cfg.decode_timeout_s, segment_clips=cfg.clips_per_task,
+                                     counter=counter)),  # fmt: skip
+        (clip_models.describe(), clip_models),
+        ("gather whole videos", GatherVideos(len(plan.todo), cfg.rows_per_shard, cfg.commit_interval_s)),
+    ]
+    if m.needs["aam"]:
+        stages.append(("AAM", ApplyAam(cfg.aam, res)))
+    stages.append(("write shards", WriteShards(cfg.output, plan.run_id, row_fields,
+                                               lease_generation=plan.lease_generation)))  # fmt: skip
     return stages
 
 
@@ -336,9 +321,12 @@ def build_pipeline(plan: Plan, counter=None):
     """The stages, in order. Nothing runs until the dataset is iterated."""
     import ray.data
 
+    from .stages.workers import ray_map
+
     todo = plan.todo
     ds = ray.data.from_pandas([todo.iloc[i : i + 8] for i in range(0, len(todo), 8)])  # 8 videos per block
-    for _, fn, kwargs in pipeline_stages(plan, counter):
+    for _, stage in pipeline_stages(plan, counter):
+        fn, kwargs = ray_map(stage)
         ds = ds.map_batches(fn, **kwargs)
     return ds
 
@@ -404,14 +392,14 @@ def _check_cpus(plan: Plan) -> None:
     cluster, where an autoscaler may still add nodes."""
     import ray
 
-    stages = pipeline_stages(plan)
-    held = sum(kw["compute"].min_size * kw.get("num_cpus", 1) for _, _, kw in stages if kw.get("compute") is not None)
-    task = max(kw.get("num_cpus", 1) for _, _, kw in stages if kw.get("compute") is None)
+    stages = [stage.ray_args() for _, stage in pipeline_stages(plan)]
+    held = sum(kw["compute"].min_size * kw.get("num_cpus", 1) for kw in stages if kw.get("compute") is not None)
+    task = max(kw.get("num_cpus", 1) for kw in stages if kw.get("compute") is None)
     total = ray.cluster_resources().get("CPU", 0)
     if held + task <= total + 1e-9:
         return
     m = plan.config.model
-    msg = (f"the model actors hold {held:g} of the cluster's {total:g} CPUs (min_actors {m.min_actors} x "
+    msg = (f"the model actors hold {held:g} of the cluster's {total:g} CPUs (min_actors {m.pool_min} x "
            f"cpus_per_actor {m.cpus_per_actor:g} per model stage), leaving less than the {task:g} CPU a decode task "
            f"needs, so decoding would never start: lower model.cpus_per_actor or model.min_actors until the model "
            f"stages hold at most {total - task:g} CPUs together, or add CPUs")  # fmt: skip
@@ -435,10 +423,8 @@ def run_pipeline(plan: Plan, progress=None, log=None) -> dict:
     with OutputLease(store, plan.run_id, cfg.lease_ttl_s, cfg.lease_wait_s, log=log) as lease:
         # Under the lease nobody else writes here: repair a killed run's leftovers, then see what is left to do
         # (a run we waited for may have committed some of our videos).
-        plan.lease_generation = lease.generation
         store.claim(plan.output_config)
-        plan.repaired = store.repair()
-        _plan_work(plan, store)
+        plan = _plan_work(replace(plan, lease_generation=lease.generation, repaired=store.repair()), store)
         if lease.waited_s >= 1 or len(plan.todo) != listed_todo:
             print(f"lease taken after {lease.waited_s:.0f} s; to process now: {len(plan.todo)} videos "
                   f"({plan.already_done} already committed)", file=log)  # fmt: skip

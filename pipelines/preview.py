@@ -127,6 +127,7 @@ class _Pruner:
         # CPU, and as many threads as torch already uses here: ModelRunner sets the count from the CPUs given.
         resources = ModelResources(cpus_per_actor=torch.get_num_threads())
         self.stage = PruneClips(cfg.pruner, cfg.keep_ratio, cfg.lambda_priv, resources=resources)
+        self.stage.setup()
         self.grid = self.stage.model.grid_size  # (T', Hp, Wp)
         self.tubelet = self.stage.model.patch_embed.tubelet  # (t, p, p)
 

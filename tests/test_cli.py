@@ -140,7 +140,7 @@ def test_config_flags_come_from_the_config_fields():
     flags = {a.dest: a for a in sub._actions}
     defaults = {f.name: f.default for f in dataclasses.fields(AnonymizeConfig)}
     assert flags["clip_size"].type is int and f"(default {defaults['clip_size']})" in flags["clip_size"].help
-    assert flags["backend"].choices == ["decord", "pyav"] and flags["label_column"].type is str
+    assert flags["backend"].choices == ["decord", "pyav", "torchcodec"] and flags["label_column"].type is str
     assert f"(default {defaults['max_failed_fraction']})" in flags["max_failed_fraction"].help
     assert set(FLAGS) <= set(flags) and all(flags[d].default is None for d in FLAGS)
     args = parse_args(["anonymize", "vids", "--out", "o", "--clip-size", "64", "--label-column", "a", "--label-column",

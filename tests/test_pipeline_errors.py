@@ -332,9 +332,12 @@ def test_kept_pixels_are_anonymized_unless_allow_raw(mode, tiny_models, corpus, 
     refused = [e for e in AnonymizeConfig(**kw).validate() if "--allow-raw" in e]
     assert bool(refused) == raw, refused
     assert AnonymizeConfig(**kw, allow_raw=True).validate() == []
-    names = [name for name, _, _ in pipeline_stages(preflight(AnonymizeConfig(**kw, allow_raw=True)))]
-    before = names[: names.index("keep pixels")]
-    assert before[2:] == ([] if raw else [PIXELS_STORED[mode]])  # after plan segments and decode clips
+    from pipelines.stages import ClipModels
+
+    stages = [s for _, s in pipeline_stages(preflight(AnonymizeConfig(**kw, allow_raw=True)))]
+    (clip_models,) = [s for s in stages if isinstance(s, ClipModels)]  # every pixel step runs in this one actor
+    steps = clip_models.describe().split(" -> ")
+    assert steps[: steps.index("keep pixels")] == ([] if raw else [PIXELS_STORED[mode]])
 
 
 def test_output_labels_default_to_the_manifests_own_id(tiny_models, corpus, tmp_path, no_pipeline):
@@ -435,7 +438,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, corpus, tmp_pat
     plan = io.StringIO()
     summary = run_anonymize(cfg, dry_run=True, log=plan)
     assert summary["dry_run"] and summary["videos_to_process"] == summary["videos_listed"] == N_VIDEOS
-    for words in ("mode prune+aam", f"to process now: {N_VIDEOS}", "stages:", "prune:", "AAM:", "UNTRAINED"):
+    words_wanted = ("mode prune+aam", f"to process now: {N_VIDEOS}", "stages:", "prune -> encode f_E:", "AAM:",
+                    "UNTRAINED")  # fmt: skip
+    for words in words_wanted:
         assert words in plan.getvalue(), (words, plan.getvalue())
     printed = io.StringIO()
     print_summary(summary, out=printed)
@@ -469,11 +474,26 @@ def test_cli_writes_to_the_streams_of_the_moment(tiny_models, corpus, tmp_path, 
 
 
 def test_model_actors_that_would_starve_decoding_are_refused(ray_session, tiny_models, corpus, tmp_path, capfd):
-    """On the 2-CPU Ray, three model stages holding 1 CPU each leave decoding none: the run would wait for ever."""
+    """On the 2-CPU Ray, the clip-model actor holding 1.5 CPUs and the AAM's 0.25 leave decoding less than its half
+    CPU: the run would wait for ever."""
     args = [*mode_args("prune+aam", tiny_models, ["--manifest", str(corpus / "labels.parquet")]),
-            "--cpus-per-actor", "1"]  # fmt: skip
+            "--cpus-per-actor", "1.5"]  # fmt: skip
     assert pipeline_helpers.anonymize(tmp_path / "out", args) == 2
     err = capfd.readouterr().err
     assert "of the cluster's 2 CPUs" in err and "decoding would never start" in err
     assert "lower model.cpus_per_actor" in err
     assert not (tmp_path / "out" / "_runs").exists()  # refused before the lease and the run record
+
+
+def test_the_plan_is_fixed_once_built(tiny_models, corpus, tmp_path, no_pipeline):
+    """A run's later facts (the lease, the work left under it) make a new Plan; nothing changes one in place."""
+    import dataclasses
+
+    from pipelines.anonymize import AnonymizeConfig, preflight
+
+    plan = preflight(AnonymizeConfig(output=str(tmp_path / "out"), manifest=str(corpus / "labels.parquet"),
+                                     mode="aam", encoder=tiny_models["encoder"], aam=tiny_models["aam"]))  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.lease_generation = 3
+    later = dataclasses.replace(plan, lease_generation=3)
+    assert (plan.lease_generation, later.lease_generation) == (None, 3)

@@ -344,15 +344,15 @@ def test_a_sink_task_run_twice_leaves_each_video_once(tmp_path):
     """Ray runs a task again when its worker or node dies after the task's writes but before its result was kept,
     or when its output block is lost with a node before the driver read it (lineage reconstruction). A sink run
     twice on one batch of whole videos must still leave each video once."""
-    from pipelines.stages.rows import pack
+    from pipelines.stages.rows import VideoRecord
     from pipelines.stages.sink import WriteShards
     from pipelines.store import OutputStore
 
     def video(vid: str, n: int) -> bytes:
         rng = np.random.default_rng(len(vid))
-        return pack({"uri": f"/videos/{vid}.mp4", "labels": None, "seconds": {}, "error": None,
-                     "clip_index": np.arange(n), "start_s": np.arange(n) * 1.0, "end_s": np.arange(n) + 1.0,
-                     "features": rng.standard_normal((n, 8)).astype(np.float32)})  # fmt: skip
+        clips = {"clip_index": np.arange(n), "start_s": np.arange(n) * 1.0, "end_s": np.arange(n) + 1.0,
+                 "features": rng.standard_normal((n, 8)).astype(np.float32)}  # fmt: skip
+        return VideoRecord(f"/videos/{vid}.mp4", clips=clips).pack()
 
     def batch() -> dict:
         return {

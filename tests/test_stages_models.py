@@ -13,7 +13,7 @@ import stage_helpers
 from stage_helpers import DIM, ERRORS, GOOD_CLIPS, LABELS, concat, copy_batch
 
 from pipelines.stages import ApplyAam, EncodeClips, GatherVideos, PruneClips, WriteShards
-from pipelines.stages.rows import OK, unpack
+from pipelines.stages.rows import OK, VideoRecord
 from pipelines.store import OutputStore
 
 # the shared fixtures, bound here so that pytest finds them in this module
@@ -95,6 +95,7 @@ def test_encoder_on_the_pruners_grid_reads_only_the_kept_tubelets(processed, tin
 
     reading = EncodeClips(encoder_uri=tiny_models["encoder"], pruner_uri=tiny_models["pruner"])
     plain = EncodeClips(encoder_uri=tiny_models["encoder"])
+    reading.setup(), plain.setup()  # the model loads once, on setup (an actor's start) or on the first call
     assert reading.reads_kept and not plain.reads_kept
     _, pruned, encoded = next(t for t in processed if t[0]["kind"][0] == "clip")
     out = reading(copy_batch(pruned))
@@ -130,6 +131,46 @@ def test_encode_without_prune_on_a_mixed_batch(decoded4, stages):
     assert list(out["error_type"]) == [OK, "not_found"]
 
 
+def test_clip_models_give_the_steps_outputs_bit_for_bit_in_one_actor(decoded4, tiny_models):
+    """The fused clip-model stage (prune -> keep pixels -> encode in one process) gives exactly what the steps give
+    run one after another, and still reports each step's busy seconds."""
+    from pipelines.stages import ClipModels, KeepPixels
+
+    fused = ClipModels(tiny_models["encoder"], tiny_models["pruner"], keep_pixels=16)
+    assert fused.describe() == "prune -> keep pixels -> encode f_E"
+    prune = PruneClips(tiny_models["pruner"])
+    keep = KeepPixels(16)
+    encode = EncodeClips(tiny_models["encoder"], pruner_uri=tiny_models["pruner"])
+    for batch in decoded4:
+        want = encode(keep(prune(copy_batch(batch))))
+        got = fused(copy_batch(batch))
+        assert sorted(got) == sorted(want)
+        for k in want:
+            if k.startswith("t_"):
+                assert got[k].shape == want[k].shape and (got[k] >= 0).all()
+            else:
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        assert {"t_prune", "t_pixels", "t_encode"} <= set(got) and "clip" not in got  # pixels end in the actor
+
+
+def test_every_stage_is_one_shape_and_ray_map_places_it(tiny_models):
+    """Task stages map as themselves; actor stages (a `compute` pool) run inside a StageActor named after them, which
+    sets the stage up once; nothing is loaded in the process that builds the plan."""
+    from pipelines.stages import ApplyAam, ClipModels
+    from pipelines.stages.transform import TransformClips
+    from pipelines.stages.workers import StageActor, ray_map
+
+    task = TransformClips("blur")
+    assert ray_map(task) == (task, task.ray_args())
+    for stage in (ClipModels(tiny_models["encoder"]), ApplyAam(tiny_models["aam"]), GatherVideos(expected_videos=1)):
+        fn, kwargs = ray_map(stage)
+        assert issubclass(fn, StageActor) and fn.__name__ == f"{type(stage).__name__}Actor"
+        assert kwargs["fn_constructor_args"] == (stage,) and kwargs["compute"] is not None
+        assert not hasattr(stage, "model") and not hasattr(stage, "_steps")  # set up in the actor, not here
+    actor = ray_map(ApplyAam(tiny_models["aam"]))[0](ApplyAam(tiny_models["aam"]))
+    assert actor.stage.model is not None  # loaded once, when the actor starts
+
+
 def wrong_size_clips(video_id: str, n: int) -> dict[str, np.ndarray]:
     """Clip rows the models cannot take (64 px, not 112): the model call raises inside the stage."""
     rows = feature_rows(video_id, range(n), n)
@@ -149,7 +190,7 @@ def test_a_prune_failure_fails_the_rows_and_encode_leaves_them_failed(stages):
     encoded = encode(copy_batch(pruned))
     assert list(encoded["error_stage"]) == ["prune"] * 2 and not encoded["features"].any()
     (status, num, p) = released(GatherVideos(expected_videos=1)(encoded))["w"]
-    assert (status, num, p["error"]["type"], p["error"]["stage"]) == ("failed", 0, "ValueError", "prune")
+    assert (status, num, p.error["type"], p.error["stage"]) == ("failed", 0, "ValueError", "prune")
 
 
 def test_an_encode_failure_fails_the_rows(stages):
@@ -202,7 +243,7 @@ def take(batch, idx) -> dict[str, np.ndarray]:
 def released(out: dict[str, np.ndarray]) -> dict[str, tuple[str, int, dict]]:
     """video_id -> (status, num_clips, unpacked payload) of one gather output."""
     cols = (out["video_id"], out["status"], out["num_clips"], out["payload"])
-    return {v: (s, int(n), unpack(p)) for v, s, n, p in zip(*cols, strict=True)}
+    return {v: (s, int(n), VideoRecord.unpack(p)) for v, s, n, p in zip(*cols, strict=True)}
 
 
 def test_gather_releases_each_video_once_with_clips_in_order():
@@ -216,12 +257,12 @@ def test_gather_releases_each_video_once_with_clips_in_order():
     assert sorted(got) == ["a", "b", "c"]
     for vid, n in sizes.items():
         status, num, p = got[vid]
-        assert (status, num, p["error"]) == ("ok", n, None)
-        assert list(p["clip_index"]) == list(range(n))
-        np.testing.assert_array_equal(p["features"], np.stack([clip_features(vid, i) for i in range(n)]))
-        np.testing.assert_allclose(p["start_s"], np.arange(n) * 1.28)
-        assert p["uri"] == f"/data/{vid}.mp4" and p["labels"] == json.dumps({"id": vid})
-        assert p["seconds"]["t_decode"] == pytest.approx(0.5 * n)
+        assert (status, num, p.error) == ("ok", n, None)
+        assert list(p.clips["clip_index"]) == list(range(n))
+        np.testing.assert_array_equal(p.clips["features"], np.stack([clip_features(vid, i) for i in range(n)]))
+        np.testing.assert_allclose(p.clips["start_s"], np.arange(n) * 1.28)
+        assert p.uri == f"/data/{vid}.mp4" and p.labels == json.dumps({"id": vid})
+        assert p.seconds["t_decode"] == pytest.approx(0.5 * n)
     assert len(gather(take(rows, order)).get("video_id")) == 0  # rows of released videos are ignored
 
 
@@ -233,7 +274,7 @@ def test_gather_counts_a_row_seen_twice_once():
     assert len(gather(first)["video_id"]) == 0  # a retried task's rows: still 2 of 4 clips
     out = released(gather(take(a, [3, 2, 1])))
     assert list(out) == ["a"] and out["a"][1] == 4
-    assert list(out["a"][2]["clip_index"]) == [0, 1, 2, 3]
+    assert list(out["a"][2].clips["clip_index"]) == [0, 1, 2, 3]
     assert len(gather(a)["video_id"]) == 0  # all again, after release: nothing
     assert list(released(gather(b))) == ["b"]
 
@@ -245,15 +286,15 @@ def test_gather_releases_a_video_with_an_error_row_as_failed():
     assert len(gather(ok_part)["video_id"]) == 0
     (status, num, p) = released(gather(err))["v"]
     assert (status, num) == ("failed", 0)
-    assert p["error"] == {"type": "truncated", "stage": "decode", "message": "ends early"}
-    assert "features" not in p and "clip_index" not in p
+    assert p.error == {"type": "truncated", "stage": "decode", "message": "ends early"}
+    assert p.clips == {} and p.num_clips == 0
 
 
 def test_gather_counts_a_gap_row_without_failing_the_video():
     rows = concat([feature_rows("v", [0, 1], 4), feature_rows("v", [2], 4, kind="gap", covers=2)])
     (status, num, p) = released(GatherVideos(expected_videos=1)(rows))["v"]
-    assert (status, num, p["error"]) == ("ok", 2, None)
-    assert list(p["clip_index"]) == [0, 1]
+    assert (status, num, p.error) == ("ok", 2, None)
+    assert list(p.clips["clip_index"]) == [0, 1]
 
 
 def test_gather_releases_at_rows_per_shard_or_when_all_videos_are_whole():
@@ -276,13 +317,13 @@ def test_gather_on_real_encoded_batches(processed):
     got = released(concat(gather(b) for b in encoded))
     assert sorted(got) == ["good", "missing"]
     status, num, p = got["good"]
-    assert (status, num, p["error"]) == ("ok", GOOD_CLIPS, None)
-    assert list(p["clip_index"]) == list(range(GOOD_CLIPS))
+    assert (status, num, p.error) == ("ok", GOOD_CLIPS, None)
+    assert list(p.clips["clip_index"]) == list(range(GOOD_CLIPS))
     by_index = {int(i): f for _, _, e in processed for i, f in zip(e["clip_index"], e["features"], strict=True)
                 if e["video_id"][0] == "good"}  # fmt: skip
-    np.testing.assert_array_equal(p["features"], np.stack([by_index[i] for i in range(GOOD_CLIPS)]))
-    assert p["kept_tubelet_ids"].shape[0] == p["pruner_feature"].shape[0] == GOOD_CLIPS
-    assert got["missing"][:2] == ("failed", 0) and got["missing"][2]["error"]["type"] == "not_found"
+    np.testing.assert_array_equal(p.clips["features"], np.stack([by_index[i] for i in range(GOOD_CLIPS)]))
+    assert p.clips["kept_tubelet_ids"].shape[0] == p.clips["pruner_feature"].shape[0] == GOOD_CLIPS
+    assert got["missing"][:2] == ("failed", 0) and got["missing"][2].error["type"] == "not_found"
 
 
 # -- AAM -----------------------------------------------------------------------------------------------------------
@@ -301,19 +342,19 @@ def gathered(sizes: dict[str, int], failed=()) -> dict[str, np.ndarray]:
 
 def test_aam_replaces_ok_features_and_leaves_failed_videos_alone(aam):
     batch = gathered({"a": 4, "b": 2}, failed=["f"])
-    before = {v: unpack(p) for v, p in zip(batch["video_id"], batch["payload"], strict=True)}
+    before = {v: VideoRecord.unpack(p) for v, p in zip(batch["video_id"], batch["payload"], strict=True)}
     out = aam(copy_batch(batch))
-    after = {v: unpack(p) for v, p in zip(out["video_id"], out["payload"], strict=True)}
+    after = {v: VideoRecord.unpack(p) for v, p in zip(out["video_id"], out["payload"], strict=True)}
     assert list(out["status"]) == list(batch["status"])
     for vid in ("a", "b"):
-        f0, f1 = before[vid]["features"], after[vid]["features"]
+        f0, f1 = before[vid].clips["features"], after[vid].clips["features"]
         assert f1.shape == f0.shape and f1.dtype == np.float32 and np.isfinite(f1).all()
         assert not np.allclose(f1, f0, atol=1e-3)
-        assert after[vid]["error"] is None
-        np.testing.assert_array_equal(after[vid]["clip_index"], before[vid]["clip_index"])
-    assert after["f"]["error"] == before["f"]["error"] == {"type": "corrupt", "stage": "decode", "message": "bad"}
-    assert "features" not in after["f"]
-    assert all("t_aam" in p["seconds"] for p in after.values())
+        assert after[vid].error is None
+        np.testing.assert_array_equal(after[vid].clips["clip_index"], before[vid].clips["clip_index"])
+    assert after["f"].error == before["f"].error == {"type": "corrupt", "stage": "decode", "message": "bad"}
+    assert after["f"].clips == {}
+    assert all("t_aam" in p.seconds for p in after.values())
 
 
 def test_aam_output_for_a_video_does_not_depend_on_the_others_in_its_batch(aam):
@@ -321,12 +362,12 @@ def test_aam_output_for_a_video_does_not_depend_on_the_others_in_its_batch(aam):
     alone = {}
     for vid, n in sizes.items():
         out = aam(gathered({vid: n}))
-        alone[vid] = unpack(out["payload"][0])["features"]
+        alone[vid] = VideoRecord.unpack(out["payload"][0]).clips["features"]
     for order in (["a", "b", "c", "d"], ["d", "c", "b", "a"]):
         out = aam(gathered({v: sizes[v] for v in order}, failed=["f"]))
         for vid, p in zip(out["video_id"], out["payload"], strict=True):
             if vid != "f":
-                np.testing.assert_allclose(unpack(p)["features"], alone[vid], rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(VideoRecord.unpack(p).clips["features"], alone[vid], rtol=1e-4, atol=1e-5)
 
 
 def test_an_aam_failure_fails_that_batchs_ok_videos_and_keeps_other_errors(aam):
@@ -336,8 +377,8 @@ def test_an_aam_failure_fails_that_batchs_ok_videos_and_keeps_other_errors(aam):
     assert len(gather(failed)["video_id"]) == 0
     got = released(aam(gather(bad_width)))
     status, _, p = got["a"]
-    assert (status, p["error"]["type"], p["error"]["stage"]) == ("failed", "ValueError", "aam")
-    assert got["f"][0] == "failed" and got["f"][2]["error"] == {"type": "corrupt", "stage": "decode", "message": "bad"}
+    assert (status, p.error["type"], p.error["stage"]) == ("failed", "ValueError", "aam")
+    assert got["f"][0] == "failed" and got["f"][2].error == {"type": "corrupt", "stage": "decode", "message": "bad"}
 
 
 # -- write ---------------------------------------------------------------------------------------------------------
@@ -356,7 +397,8 @@ def videos_to_write(processed, decoded, aam):
 
 
 def test_write_shards_writes_features_errors_and_commits(tmp_path, videos_to_write, videos, stages):
-    payloads = {v: unpack(p) for v, p in zip(videos_to_write["video_id"], videos_to_write["payload"], strict=True)}
+    batch = videos_to_write
+    payloads = {v: VideoRecord.unpack(p) for v, p in zip(batch["video_id"], batch["payload"], strict=True)}
     summary = WriteShards(output=str(tmp_path), run_id="r1", row_fields=ROW_FIELDS)(copy_batch(videos_to_write))
 
     ids = list(videos_to_write["video_id"])
@@ -381,7 +423,7 @@ def test_write_shards_writes_features_errors_and_commits(tmp_path, videos_to_wri
     assert cols["run_id"] == ["r1"] * GOOD_CLIPS
     for k, v in ROW_FIELDS.items():
         assert cols[k] == [v] * GOOD_CLIPS
-    np.testing.assert_array_equal(np.array(cols["features"], dtype=np.float32), payloads["good"]["features"])
+    np.testing.assert_array_equal(np.array(cols["features"], dtype=np.float32), payloads["good"].clips["features"])
 
     errors = pq.read_table(tmp_path / "errors").to_pydict()
     assert sorted(errors["video_id"]) == sorted(ERRORS)

@@ -1,4 +1,5 @@
-"""Decoding real encoded files: both backends, every codec the generator writes, local and fsspec URIs."""
+"""Decoding real encoded files: every backend, every codec the generator writes, local and fsspec URIs.
+(torchcodec's own checks, and how far its pixels are from PyAV's: tests/test_video_torchcodec.py.)"""
 
 import fsspec
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from conftest import index_of
 
 from anon_core.video import ClipSpec, VideoClipReader, iter_clips, probe, read_clips
+from anon_core.video.backends import BACKENDS
 
 SPEC = ClipSpec(num_frames=4, stride=3, size=64)
 # Both backends resize with swscale's bicubic filter but round differently at a few edge pixels (measured on these
@@ -15,7 +17,7 @@ P99_ABS_TOL = 12
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp9", "mpeg4"])
-def test_both_backends_agree_on_frames_and_pixels(indexed_videos, codec):
+def test_decord_and_pyav_agree_on_frames_and_pixels(indexed_videos, codec):
     path = str(indexed_videos[codec])
     a = read_clips(path, SPEC, "decord", fallback=False)
     b = read_clips(path, SPEC, "pyav")
@@ -32,7 +34,7 @@ def test_both_backends_agree_on_frames_and_pixels(indexed_videos, codec):
     assert diff.mean() < MEAN_ABS_TOL and np.percentile(diff, 99) <= P99_ABS_TOL, (diff.mean(), diff.max())
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_metadata(indexed_videos, backend):
     meta = probe(str(indexed_videos["h264"]))
     assert (meta.width, meta.height, meta.fps, meta.num_frames, meta.codec) == (160, 96, 25.0, 64, "h264")
@@ -42,7 +44,7 @@ def test_metadata(indexed_videos, backend):
     assert webm.num_frames == 64 and not webm.frame_count_exact  # webm keeps no count: duration x fps
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_max_clips_spread_over_the_video(indexed_videos, backend):
     spec = ClipSpec(num_frames=2, stride=1, size=64, max_clips=3)
     d = read_clips(str(indexed_videos["mpeg4"]), spec, backend, fallback=False)
@@ -52,7 +54,7 @@ def test_max_clips_spread_over_the_video(indexed_videos, backend):
     assert d.end_s.tolist() == pytest.approx([2 / 25, 34 / 25, 64 / 25])
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_fsspec_uri_reads_like_a_local_file(indexed_videos, backend):
     path = indexed_videos["h264"]
     uri = f"memory://anonvid-test/{backend}/clip.mp4"

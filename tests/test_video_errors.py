@@ -11,7 +11,7 @@ from conftest import write_indexed_video
 from anon_core.video import ClipSpec, DecodeFailure, VideoDecodeError, read_clips, read_clips_isolated, run_isolated
 
 SPEC = ClipSpec(num_frames=4, stride=2, size=32)
-BACKENDS = ["decord", "pyav"]
+BACKENDS = ["torchcodec", "decord", "pyav"]
 
 
 def _mux(c, s, frames, path):

@@ -53,7 +53,7 @@ def _peak_rss_of_decode(path: str, backend: str, max_clips) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["torchcodec", "decord", "pyav"])
 def test_long_video_decodes_in_bounded_memory(long_video, indexed_videos, backend):
     short = _peak_rss_of_decode(str(indexed_videos["h264"]), backend, None)
     long = _peak_rss_of_decode(long_video, backend, None)
@@ -66,7 +66,8 @@ def test_long_video_decodes_in_bounded_memory(long_video, indexed_videos, backen
     assert growth_mib < 64, f"decoding a 10-minute video grew peak RSS by {growth_mib:.0f} MiB"
 
 
-def test_sparse_sampling_of_a_long_video_jumps_forward(long_video):
+@pytest.mark.parametrize("backend", ["torchcodec", "decord"])  # the two that seek forward to a keyframe
+def test_sparse_sampling_of_a_long_video_jumps_forward(long_video, backend):
     """max_clips over a long-GOP file: few clips spread over all 10 minutes, still bounded."""
-    res = _peak_rss_of_decode(long_video, "decord", 8)
+    res = _peak_rss_of_decode(long_video, backend, 8)
     assert res["clips"] == 8

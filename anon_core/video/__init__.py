@@ -1,4 +1,4 @@
-"""Video decoding: clips out of local files or any fsspec URI, with decord (default) or PyAV."""
+"""Video decoding: clips out of local files or any fsspec URI, with decord (default), PyAV or torchcodec."""
 
 from .errors import DecodeFailure, VideoDecodeError
 from .isolation import DecoderProcess, read_clips_isolated, run_isolated

@@ -8,15 +8,31 @@ Memory holds one clip at a time (plus the decoder's own buffers), whatever the v
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, _BackendOpenError, decord_frames, pyav_frames
+from .backends import (
+    BACKENDS,
+    Backend,
+    BackendUnavailable,
+    _BackendOpenError,
+    decord_frames,
+    pyav_frames,
+    torchcodec_frames,
+)
 from .errors import DecodeFailure, VideoDecodeError
 from .sampling import ClipSpec, center_crop, clip_frame_indices, plan_clip_starts, resized_size
 from .source import MAX_PIXELS, VideoMeta, open_source, probe
+
+# decord: torchcodec is the fastest on 112-pixel sources but trails from 360p up (0.8-0.9x the best), and its process
+# carries torch (+660 MiB peak RSS). Figures and reasons: docs/benchmarks.md, "Decode backends".
+DEFAULT_BACKEND: Backend = "decord"
+# Where a backend's video goes when that backend cannot open it, cannot run here at all, or fails inside the stream.
+# FFmpeg (PyAV) reads some damage decord stops at, and opens what torchcodec's packet scan gives up on.
+FALLBACK = {"torchcodec": "pyav", "decord": "pyav"}
 
 
 @dataclass(frozen=True)
@@ -37,14 +53,17 @@ def _shortfall_tolerance(meta: VideoMeta) -> int:
 class VideoClipReader:
     """Opens one video, exposes its metadata, and yields its clips.
 
-    backend: "decord" (default) or "pyav"; with `fallback`, a file decord cannot open is read with PyAV instead.
+    backend: "decord" (default), "pyav" or "torchcodec" (docs/benchmarks.md, "Decode backends", compares them). With
+    `fallback`, a file decord or torchcodec cannot open is read with PyAV instead, and so are the clips they did not
+    deliver when they fail inside the stream; so is every file when torchcodec cannot run on this machine (no FFmpeg
+    shared libraries: a warning says so and names the fix).
     """
 
     def __init__(
         self,
         uri: str,
         spec: ClipSpec | None = None,
-        backend: Backend = "decord",
+        backend: Backend = DEFAULT_BACKEND,
         *,
         fallback: bool = True,
         num_threads: int = 1,
@@ -66,6 +85,7 @@ class VideoClipReader:
 
     def clips(self) -> Iterator[Clip]:
         spec = self.spec
+        # decord reads only paths (a remote video is spooled to a temp file); torchcodec and PyAV read file objects
         with open_source(self.uri, need_path=self.backend == "decord") as src:
             meta = self.meta = probe(src, self.uri, self.max_pixels)
             starts = plan_clip_starts(meta.num_frames, spec)
@@ -89,36 +109,47 @@ class VideoClipReader:
                     yield Clip(c.index + first, c.start_frame, c.start_s, c.end_s, c.frames) if first else c
                     done += 1
             except VideoDecodeError:
-                if not (self.fallback and self.used_backend == "decord"):
+                rescue = FALLBACK.get(self.used_backend) if self.fallback else None
+                if rescue is None:
                     raise
-                # decord failed inside the stream (it opened the file): the clips it did not deliver are decoded
-                # with PyAV before the video counts as failed. FFmpeg reads some damage decord stops at.
-                yield from self._pyav_rest(src, starts[done:], first + done, w, h, meta)
+                # the backend failed inside the stream (it opened the file): the clips it did not deliver are
+                # decoded with the fallback before the video counts as failed
+                yield from self._rest(rescue, src, starts[done:], first + done, w, h, meta)
 
-    def _pyav_rest(self, src, starts, offset: int, w: int, h: int, meta: VideoMeta) -> Iterator[Clip]:
+    def _rest(self, name: str, src, starts, offset: int, w: int, h: int, meta: VideoMeta) -> Iterator[Clip]:
         indices = clip_frame_indices(starts, self.spec)  # (n_rest, T)
-        gen = pyav_frames(src, indices.reshape(-1).tolist(), w, h, self.uri, self.num_threads, meta.size_bytes)
+        gen = self._frames(name, src, indices.reshape(-1).tolist(), w, h, meta.size_bytes)
         try:
             frames = _prepend(next(gen, None), gen)
         except _BackendOpenError as e:
             raise e.error from None
-        self.used_backend = "decord+pyav"
+        self.used_backend = f"{self.used_backend}+{name}"
         for c in self._assemble(frames, starts, indices, meta):
             yield Clip(c.index + offset, c.start_frame, c.start_s, c.end_s, c.frames)
 
+    def _frames(self, name: str, src, wanted, w: int, h: int, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+        if name == "decord":
+            return decord_frames(src, wanted, w, h, self.uri, self.num_threads)
+        if name == "torchcodec":  # cut to the clip square inside the decoder: less to scale
+            return torchcodec_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes, crop=self.spec.size)
+        return pyav_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes)
+
     def _open_frames(self, src, wanted, w, h, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
-        order = [self.backend] + (["pyav"] if self.fallback and self.backend == "decord" else [])
+        order = [self.backend]
+        while self.fallback and order[-1] in FALLBACK:
+            order.append(FALLBACK[order[-1]])
         last: VideoDecodeError | None = None
         for name in order:
-            gen = (
-                decord_frames(src, wanted, w, h, self.uri, self.num_threads)
-                if name == "decord"
-                else pyav_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes)
-            )
+            gen = self._frames(name, src, wanted, w, h, size_bytes)
             try:
                 first = next(gen, None)  # opening happens on first next(); a failure there may fall back
             except _BackendOpenError as e:
                 last = e.error
+                continue
+            except BackendUnavailable as e:
+                if name == order[-1]:
+                    raise
+                warnings.warn(f"{e}; decoding with {FALLBACK[name]} instead", RuntimeWarning, stacklevel=2)
                 continue
             self.used_backend = name
             return _prepend(first, gen)
@@ -163,7 +194,7 @@ def _prepend(first, gen) -> Iterator:
     yield from gen
 
 
-def iter_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = "decord", **kwargs) -> Iterator[Clip]:
+def iter_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = DEFAULT_BACKEND, **kwargs) -> Iterator[Clip]:
     """Clips of one video, one at a time. Raises VideoDecodeError (possibly after some clips were yielded)."""
     yield from VideoClipReader(uri, spec, backend, **kwargs).clips()
 
@@ -178,7 +209,7 @@ class DecodedVideo:
     backend: str
 
 
-def read_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = "decord", **kwargs) -> DecodedVideo:
+def read_clips(uri: str, spec: ClipSpec | None = None, backend: Backend = DEFAULT_BACKEND, **kwargs) -> DecodedVideo:
     """All clips of one video stacked. Use iter_clips for long videos without max_clips."""
     reader = VideoClipReader(uri, spec, backend, **kwargs)
     clips = list(reader.clips())

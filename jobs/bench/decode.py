@@ -1,7 +1,9 @@
-"""Decode bench: clip sampling with decord and PyAV against the single-thread decode limit, and peak memory.
+"""Decode bench: clip sampling with decord, PyAV and torchcodec against the single-thread decode limit, and peak memory.
 
 For each source (size x GOP) and in interleaved rounds: the pipeline's own decoding of every clip (the decode stage's
-`decode_segment` calls, one per `clips_per_task` segment, with the pipeline's default ClipSpec), once per backend;
+`decode_segment` calls, one per `clips_per_task` segment, with the pipeline's default ClipSpec), once per backend
+(each first checked to decode the source itself, not through its PyAV fallback; torchcodec is left out, and the
+result says why, where it cannot run);
 `ffmpeg -threads 1 -i FILE -f null -` (the decode limit); the same with every stride-th frame scaled to the clip
 size in RGB24 (the decode+convert limit: the least work that yields the frames clip sampling hands on); and PyAV
 decoding every frame without converting any (the same libavcodec loop inside this process).
@@ -13,7 +15,8 @@ with the limit, the file's frame count over ffmpeg's own decode time (its `-benc
 library loading are left out, they would otherwise dominate on 112-pixel sources).
 
 Peak memory: fresh processes decode every clip of the largest long-GOP source repeated 2x and 8x (packets copied:
-the same kind of video, 4x longer), one per backend and length, each reporting its own VmHWM.
+the same kind of video, 4x longer), one per backend and length, each reporting its own VmHWM (torchcodec's includes
+the torch it imports: a fixed cost per decoding process, the same at both lengths).
 
 Sources are x264 (veryfast, yuv420p) renders of lavfi's testsrc2, written with PyAV's bundled FFmpeg: the same
 encoder on every machine, and no ffmpeg binary needed to make them. Without an ffmpeg binary on PATH, the limit
@@ -40,7 +43,7 @@ from .stats import interleaved, rate, summary, timed
 
 GOPS = {"short": 12, "long": 250}  # x264 keyint: 0.5 s at 25 fps, and x264's default (10 s)
 WIDTHS = {112: 112, 720: 1280}  # source height -> width
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")  # every backend anon_core.video has (anon_core.video.backends.BACKENDS)
 # The memory check's short and long videos: the source repeated this many times. At 2x (40 s) the short one already
 # fills one decode segment (clips_per_task clips), so what grows with length is not just a fuller segment buffer.
 MEMORY_FACTORS, MEMORY_FACTORS_TINY = (2, 8), (1, 4)
@@ -141,6 +144,19 @@ def pipeline_settings() -> dict:
     return {"spec": cfg.spec, "clips_per_task": cfg.clips_per_task, "backend": cfg.backend, "num_threads": threads}
 
 
+def unavailable_backends() -> dict[str, str]:
+    """Backends that cannot decode on this machine, and why (torchcodec without FFmpeg's shared libraries)."""
+    from anon_core.video.backends import torchcodec_unavailable
+
+    reason = torchcodec_unavailable()
+    return {"torchcodec": reason} if reason else {}
+
+
+def measured_backends() -> tuple[str, ...]:
+    skip = unavailable_backends()
+    return tuple(b for b in BACKENDS if b not in skip)
+
+
 def segment_ranges(path: str, spec, clips_per_task: int) -> list[tuple[int, int]]:
     """The plan stage's segments of a video: clip ranges [a, b) of clips_per_task clips."""
     from anon_core.video.segments import probe_clip_count
@@ -154,6 +170,15 @@ def _decode_clips(path: str, spec, segments: list[tuple[int, int]], backend: str
     from anon_core.video.segments import decode_segment
 
     return sum(len(decode_segment(path, spec, seg, backend)["clip_index"]) for seg in segments)
+
+
+def _check_backend(path: str, spec, segments: list[tuple[int, int]], backend: str) -> None:
+    """The backend decodes the file's first segment by itself (raises otherwise): its row is not PyAV's fallback."""
+    from anon_core.video import VideoClipReader
+
+    reader = VideoClipReader(path, spec, backend, fallback=False, clip_range=segments[0])
+    for _ in reader.clips():
+        pass
 
 
 def _decode_only(path: str, num_threads: int) -> int:
@@ -208,12 +233,14 @@ def _measure_source(
     from anon_core.video import plan_clip_starts
 
     spec, nt = settings["spec"], settings["num_threads"]
+    backends = measured_backends()
     segments = segment_ranges(src.path, spec, settings["clips_per_task"])
     starts = plan_clip_starts(src.frames, spec)
     n_clips, source_frames = len(starts), int(starts[-1]) + spec.span
-    once = timed(lambda: _decode_clips(src.path, spec, segments, settings["backend"]))[0]
-    if once < min_timing_s:  # the first call may have paid for imports and cold caches: time a warm one
-        once = timed(lambda: _decode_clips(src.path, spec, segments, settings["backend"]))[0]
+    main = settings["backend"] if settings["backend"] in backends else "pyav"  # what the pipeline decodes with here
+    for b in backends:  # also pays for each backend's imports (torch, for torchcodec) and cold caches
+        _check_backend(src.path, spec, segments, b)
+    once = timed(lambda: _decode_clips(src.path, spec, segments, main))[0]
     loops = max(1, min(50, round(min_timing_s / once)))
 
     def looped(fn: Callable[[], object]) -> Callable[[], None]:
@@ -223,8 +250,8 @@ def _measure_source(
 
         return run
 
-    cpu: dict[str, list[float]] = {name: [] for name in (*BACKENDS, "decode_only")}
-    variants = {b: _with_cpu(looped(lambda b=b: _decode_clips(src.path, spec, segments, b)), cpu[b]) for b in BACKENDS}
+    cpu: dict[str, list[float]] = {name: [] for name in (*backends, "decode_only")}
+    variants = {b: _with_cpu(looped(lambda b=b: _decode_clips(src.path, spec, segments, b)), cpu[b]) for b in backends}
     variants["decode_only"] = _with_cpu(looped(lambda: _decode_only(src.path, nt)), cpu["decode_only"])
     ff: list[tuple[float, float]] = []
     ffc: list[tuple[float, float]] = []
@@ -251,7 +278,7 @@ def _measure_source(
     limit = per_s(src.frames, "ffmpeg" if ffmpeg else "decode_only")
     convert_limit = per_s(src.frames, "ffmpeg_convert") if ffmpeg else None
     rows = []
-    for b in BACKENDS:
+    for b in backends:
         fps = per_s(source_frames, b)
         rows.append({
             "size": src.size, "gop": src.gop, "backend": b, "clips": n_clips, "source_frames": source_frames,
@@ -320,16 +347,18 @@ def _measure_memory(src: Source, settings: dict, factors: tuple[int, int]) -> di
 
     short, long = _repeated(src, factors[0]), _repeated(src, factors[1])
     by_backend = {}
-    for b in BACKENDS:
+    for b in measured_backends():
         short_mb, long_mb = _peak_rss_mb(short.path, settings, b), _peak_rss_mb(long.path, settings, b)
         by_backend[b] = {"short_mb": short_mb, "long_mb": long_mb, "ratio": long_mb / short_mb,
                          "growth_mb": long_mb - short_mb}  # fmt: skip
     spec = settings["spec"]
     clip_mb = spec.num_frames * spec.size**2 * 3 / 2**20
+    main = settings["backend"] if settings["backend"] in by_backend else "pyav"  # the pipeline's fallback
     return {
-        "size": src.size, "gop": src.gop, "backend": settings["backend"], "short_frames": short.frames,
-        "long_frames": long.frames, **by_backend[settings["backend"]], "by_backend": by_backend,
-        # decord queues packets ahead of its decoding: its peak can follow the file's bytes rather than its frames
+        "size": src.size, "gop": src.gop, "backend": main, "short_frames": short.frames,
+        "long_frames": long.frames, **by_backend[main], "by_backend": by_backend,
+        # decord queues packets ahead of its decoding: its peak can follow the file's bytes rather than its frames;
+        # torchcodec's process imports torch (hundreds of MiB at both lengths: growth, not size, is what is judged)
         "short_file_mb": os.path.getsize(short.path) / 2**20, "long_file_mb": os.path.getsize(long.path) / 2**20,
         # the scales "flat" is judged against: every clip of the long video at once, and one segment of clips
         "all_clips_mb": len(plan_clip_starts(long.frames, spec)) * clip_mb,
@@ -360,6 +389,9 @@ def run_decode(work_dir: str | Path, *, tiny: bool, repeats: int, log: Callable[
     )
     spec, nt = settings["spec"], settings["num_threads"]
     return {
+        "settings": {"backend": settings["backend"], "num_threads": nt},
+        "backends": list(measured_backends()),
+        "unavailable": unavailable_backends(),
         "sources": [asdict(s) for s in sources],
         "clip_spec": {"num_frames": spec.num_frames, "stride": spec.stride, "size": spec.size,
                       "max_clips": spec.max_clips, "clips_per_task": settings["clips_per_task"]},
@@ -369,6 +401,8 @@ def run_decode(work_dir: str | Path, *, tiny: bool, repeats: int, log: Callable[
         else "no ffmpeg on PATH: PyAV decoding every frame in this process, nothing converted",
         "memory": memory,
         "threads": {
+            "torchcodec": f"VideoDecoder(num_ffmpeg_threads={nt}), torch intra-op threads 1 while it decodes "
+                          "(anon_core torchcodec_frames)",
             "decord": f"VideoReader(num_threads={nt}) (anon_core VideoClipReader default)",
             "pyav": f"codec thread_count={nt}, thread_type={'AUTO' if nt > 1 else 'SLICE'} (anon_core pyav_frames)",
             "ffmpeg": "-threads 1 (decoder)",
@@ -404,4 +438,6 @@ def decode_table(result: dict) -> str:
               "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for b, v in m["by_backend"].items():
         lines.append(f"| {b} | {v['short_mb']:.0f} | {v['long_mb']:.0f} | {v['ratio']:.2f} | {v['growth_mb']:+.0f} |")
+    for b, why in result.get("unavailable", {}).items():
+        lines += ["", f"Not measured: {b} ({why})."]
     return "\n".join(lines)

@@ -18,7 +18,8 @@ def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "show video metadata (and optionally decode the clips)", EXAMPLES)
     p.add_argument("uris", nargs="+", help="local paths or fsspec URIs")
     p.add_argument("--decode", action="store_true", help="decode every clip, not just the header")
-    p.add_argument("--backend", choices=["decord", "pyav"], default="decord", help="decoder (%(default)s)")
+    p.add_argument("--backend", choices=["decord", "pyav", "torchcodec"], default="decord",
+                   help="decoder (%(default)s)")  # fmt: skip
     p.add_argument("--frames", type=int, default=16, help="frames per clip (%(default)s)")
     p.add_argument("--stride", type=int, default=2, help="frame step within a clip (%(default)s)")
     p.add_argument("--size", type=int, default=112, help="clip side in pixels (%(default)s)")

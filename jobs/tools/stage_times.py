@@ -21,7 +21,7 @@ import numpy as np
 from anon_core.video import ClipSpec
 from anon_core.video.segments import decode_segment, probe_clip_count
 from pipelines.stages import ApplyAam, EncodeClips, PruneClips
-from pipelines.stages.rows import pack
+from pipelines.stages.rows import VideoRecord
 from pipelines.stages.workers import ModelResources
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     features = np.concatenate([encode(p)["features"] for p in pruned])
     t_encode = time.perf_counter() - t0
     bounds = np.cumsum([0] + [len(v) for v in per_video])
-    payload = [pack({"features": features[a:z], "error": None, "seconds": {}, "uri": "", "labels": None})
+    payload = [VideoRecord("", clips={"features": features[a:z]}).pack()
                for a, z in zip(bounds[:-1], bounds[1:], strict=True)]  # fmt: skip
     t0 = time.perf_counter()
     aam({"video_id": np.arange(len(files)), "status": np.full(len(files), "ok", dtype=object),

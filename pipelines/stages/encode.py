@@ -9,6 +9,7 @@ another grid) reads the masked clip. The clip pixels end here: only the (B, D) f
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,26 +19,30 @@ from .rows import add_count, add_seconds, clip_mask, mark_failed
 from .workers import ModelResources, ModelRunner
 
 
+@dataclass
 class EncodeClips:
-    """Actor: the encoder is loaded once; `clip` (B, T, S, S, 3) uint8 -> `features` (B, D) float32."""
+    """`clip` (B, T, S, S, 3) uint8 -> `features` (B, D) float32. The encoder loads once (setup)."""
 
-    def __init__(
-        self,
-        encoder_uri: str,
-        resources: ModelResources | None = None,
-        pruner_uri: str | None = None,
-        counter=None,  # a ClipCounter actor (rows.py): the clips encoded, for the progress line
-    ) -> None:
-        self.runner, self.counter = ModelRunner(resources), counter
-        self.model, self.info = self.runner.load(encoder_uri, "encoder")
+    encoder_uri: str
+    resources: ModelResources = field(default_factory=ModelResources)
+    pruner_uri: str | None = None  # the pruner before this stage, if any: its kept ids may be read (see above)
+    counter: object = None  # a ClipCounter actor (rows.py): the clips encoded, for the progress line
+
+    def ray_args(self) -> dict:
+        return self.resources.ray_args()
+
+    def setup(self) -> None:
+        if getattr(self, "model", None) is not None:
+            return
+        self.runner = ModelRunner(self.resources)
+        self.model, self.info = self.runner.load(self.encoder_uri, "encoder")
         # the pruner's kept ids name tubelets of its own grid: read them only where the encoder's grid is the same
-        self.reads_kept = pruner_uri is not None and tubelet_layout(self.model) == pruner_tubelet_layout(pruner_uri)
-
-    @staticmethod
-    def ray_args(resources: ModelResources) -> dict:
-        return resources.ray_args()
+        self.reads_kept = self.pruner_uri is not None and tubelet_layout(self.model) == pruner_tubelet_layout(
+            self.pruner_uri
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.setup()
         t0 = time.perf_counter()
         torch = self.runner.torch
         clips_np = batch.pop("clip")

@@ -11,26 +11,22 @@ once.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from .rows import OK, pack
+from .rows import CLIP_ARRAYS, OK, STAGE_SECONDS, VideoRecord
 
-CLIP_ARRAYS = ("clip_index", "start_s", "end_s", "features", "kept_tubelet_ids", "pruner_feature", "pixels")
-SECONDS = ("t_decode", "t_prune", "t_encode")
 VIDEO_COLUMNS = ("video_id", "status", "num_clips", "payload")
 
 
+@dataclass
 class GatherVideos:
-    def __init__(self, expected_videos: int, rows_per_shard: int = 16384, flush_after_s: float = 60.0) -> None:
-        self.expected, self.rows_per_shard, self.flush_after_s = expected_videos, rows_per_shard, flush_after_s
-        self.open: dict[str, dict] = {}
-        self.ready: list[dict] = []
-        self.ready_rows, self.oldest_ready = 0, None
-        self.done: set[str] = set()  # every video made whole, released or still in `ready`
+    expected_videos: int
+    rows_per_shard: int = 16384
+    flush_after_s: float = 60.0
 
-    @staticmethod
-    def ray_args() -> dict:
+    def ray_args(self) -> dict:
         import ray.data
 
         # no CPU reserved (it only concatenates small arrays); the head-node resource pins it beside the driver
@@ -41,12 +37,21 @@ class GatherVideos:
             "batch_size": None,
         }
 
+    def setup(self) -> None:
+        if hasattr(self, "open"):
+            return
+        self.open: dict[str, dict] = {}
+        self.ready: list[dict] = []
+        self.ready_rows, self.oldest_ready = 0, None
+        self.done: set[str] = set()  # every video made whole, released or still in `ready`
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.setup()
         for i in range(len(batch["video_id"])):
             self._add({k: v[i] for k, v in batch.items()})
         due = (
             self.ready_rows >= self.rows_per_shard
-            or len(self.done) >= self.expected
+            or len(self.done) >= self.expected_videos
             or (self.oldest_ready is not None and time.monotonic() - self.oldest_ready > self.flush_after_s)
         )
         if not (due and self.ready):
@@ -59,18 +64,22 @@ class GatherVideos:
         vid = row["video_id"]
         if vid in self.done:
             return
-        v = self.open.setdefault(
-            vid,
-            {"need": int(row["num_clips"]), "got": 0, "seen": set(), "clips": [], "errors": [], "uri": row["uri"],
-             "labels": row["labels"], "source_id": row.get("source_id"), "seconds": dict.fromkeys(SECONDS, 0.0)},
-        )  # fmt: skip
+        v = self.open.get(vid)
+        if v is None:
+            own = row.get("source_id")
+            record = VideoRecord(row["uri"], row["labels"], own if isinstance(own, str) else None,
+                                 dict.fromkeys(STAGE_SECONDS, 0.0))  # fmt: skip
+            v = self.open[vid] = {"need": int(row["num_clips"]), "got": 0, "seen": set(), "clips": [], "errors": [],
+                                  "record": record}  # fmt: skip
         key = (row["kind"], int(row["clip_index"]))
         if key in v["seen"]:
             return
         v["seen"].add(key)
         v["got"] += int(row["covers"])
-        for s in SECONDS:
-            v["seconds"][s] += float(row.get(s, 0.0))
+        seconds = v["record"].seconds
+        for s in STAGE_SECONDS:
+            if s in row:
+                seconds[s] += float(row[s])
         if row["error_type"] != OK:
             v["errors"].append((int(row["clip_index"]), row["error_type"], row["error_stage"], row["error_message"]))
         elif row["kind"] == "clip":
@@ -80,19 +89,17 @@ class GatherVideos:
 
     def _complete(self, vid: str, v: dict) -> None:
         self.done.add(vid)
+        record: VideoRecord = v["record"]
         clips = sorted(v["clips"], key=lambda c: int(c["clip_index"]))
-        payload = {"uri": v["uri"], "labels": v["labels"], "source_id": v["source_id"], "seconds": v["seconds"],
-                   "error": None}  # fmt: skip
         if v["errors"]:
             first = min(v["errors"])
             note = f" ({len(v['errors'])} failed segments)" if len(v["errors"]) > 1 else ""
-            payload["error"] = {"type": first[1], "stage": first[2], "message": first[3] + note}
+            record.error = {"type": first[1], "stage": first[2], "message": first[3] + note}
             clips = []
-        for k in CLIP_ARRAYS:
-            if clips and k in clips[0]:
-                payload[k] = np.stack([np.asarray(c[k]) for c in clips])
+        if clips:
+            record.clips = {k: np.stack([np.asarray(c[k]) for c in clips]) for k in CLIP_ARRAYS if k in clips[0]}
         self.ready.append({"video_id": vid, "status": "failed" if v["errors"] else "ok", "num_clips": len(clips),
-                           "payload": pack(payload)})  # fmt: skip
+                           "payload": record.pack()})  # fmt: skip
         self.ready_rows += max(len(clips), 1)
         if self.oldest_ready is None:
             self.oldest_ready = time.monotonic()

@@ -6,6 +6,7 @@ keeps exactly the pixels that leave the job; `pixels` (T', S', S', 3) uint8 with
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,11 +26,15 @@ def shrink_clips(clips: np.ndarray, size: int, frames: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+@dataclass
 class KeepPixels:
-    def __init__(self, size: int = 56, frames: int = 8) -> None:
-        if size < 8 or frames < 1:
-            raise ValueError(f"--keep-pixels needs a size >= 8 and frames >= 1, got size={size} frames={frames}")
-        self.size, self.frames = size, frames
+    size: int = 56
+    frames: int = 8
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.frames < 1:
+            raise ValueError(f"--keep-pixels needs a size >= 8 and frames >= 1, got size={self.size} "
+                             f"frames={self.frames}")  # fmt: skip
 
     def ray_args(self) -> dict:
         return {"num_cpus": 0.25, "batch_size": 16}

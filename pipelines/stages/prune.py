@@ -5,6 +5,7 @@ the clip leaves this stage with every pruned tubelet set to black, so nothing do
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,20 +15,24 @@ from .rows import add_seconds, clip_mask, mark_failed
 from .workers import ModelResources, ModelRunner
 
 
+@dataclass
 class PruneClips:
-    """Actor: the pruner is loaded once; `clip` (B, T, S, S, 3) uint8 is replaced by the masked clip, and
-    `kept_tubelet_ids` (B, k) and `pruner_feature` (B, D) (the pruner's own surviving-token mean) are added."""
+    """`clip` (B, T, S, S, 3) uint8 is replaced by the masked clip, and `kept_tubelet_ids` (B, k) and
+    `pruner_feature` (B, D) (the pruner's own surviving-token mean) are added. The pruner loads once (setup)."""
 
-    def __init__(
-        self,
-        pruner_uri: str,
-        keep_ratio: float | list[float] | None = None,
-        lambda_priv: float | None = None,
-        resources: ModelResources | None = None,
-    ) -> None:
-        self.runner = ModelRunner(resources)
-        self.model, self.info = self.runner.load(pruner_uri, "pruner")
-        self.keep_ratio, self.lambda_priv = keep_ratio, lambda_priv
+    pruner_uri: str
+    keep_ratio: float | list[float] | None = None  # None: the bundle's own
+    lambda_priv: float | None = None
+    resources: ModelResources = field(default_factory=ModelResources)
+
+    def ray_args(self) -> dict:
+        return self.resources.ray_args()
+
+    def setup(self) -> None:
+        if getattr(self, "model", None) is not None:
+            return
+        self.runner = ModelRunner(self.resources)
+        self.model, self.info = self.runner.load(self.pruner_uri, "pruner")
         self.k = self._kept_count()
 
     def _kept_count(self) -> int:
@@ -39,11 +44,8 @@ class PruneClips:
             n = num_kept(n, r)
         return n
 
-    @staticmethod
-    def ray_args(resources: ModelResources) -> dict:
-        return resources.ray_args()
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.setup()
         t0 = time.perf_counter()
         torch = self.runner.torch
         n, dim = len(batch["video_id"]), self.model.embed_dim

@@ -15,7 +15,7 @@ import numpy as np
 from anon_core.models.aam import pack_clips, unpack_clips
 
 from .rows import VideoRecord
-from .workers import ModelResources, ModelRunner
+from .workers import ModelResources, load_model
 
 
 @dataclass
@@ -32,10 +32,7 @@ class ApplyAam:
         return {**res.ray_args(min_actors=1), "num_cpus": min(res.cpus_per_actor, 0.25), "batch_size": None}
 
     def setup(self) -> None:
-        if getattr(self, "model", None) is not None:
-            return
-        self.runner = ModelRunner(self.resources)
-        self.model, self.info = self.runner.load(self.aam_uri, "aam")
+        load_model(self, self.aam_uri, "aam")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.setup()

@@ -16,7 +16,7 @@ import numpy as np
 from anon_core.models.bundle import normalize_clips
 
 from .rows import add_count, add_seconds, clip_mask, mark_failed
-from .workers import ModelResources, ModelRunner
+from .workers import ModelResources, load_model
 
 
 @dataclass
@@ -32,14 +32,10 @@ class EncodeClips:
         return self.resources.ray_args()
 
     def setup(self) -> None:
-        if getattr(self, "model", None) is not None:
-            return
-        self.runner = ModelRunner(self.resources)
-        self.model, self.info = self.runner.load(self.encoder_uri, "encoder")
-        # the pruner's kept ids name tubelets of its own grid: read them only where the encoder's grid is the same
-        self.reads_kept = self.pruner_uri is not None and tubelet_layout(self.model) == pruner_tubelet_layout(
-            self.pruner_uri
-        )
+        if load_model(self, self.encoder_uri, "encoder"):
+            # the pruner's kept ids name tubelets of its own grid: read them only where the encoder's grid is the same
+            grid = tubelet_layout(self.model)
+            self.reads_kept = self.pruner_uri is not None and grid == pruner_tubelet_layout(self.pruner_uri)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.setup()

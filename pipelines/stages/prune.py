@@ -12,7 +12,7 @@ import numpy as np
 from anon_core.models.bundle import normalize_clips
 
 from .rows import add_seconds, clip_mask, mark_failed
-from .workers import ModelResources, ModelRunner
+from .workers import ModelResources, load_model
 
 
 @dataclass
@@ -29,11 +29,8 @@ class PruneClips:
         return self.resources.ray_args()
 
     def setup(self) -> None:
-        if getattr(self, "model", None) is not None:
-            return
-        self.runner = ModelRunner(self.resources)
-        self.model, self.info = self.runner.load(self.pruner_uri, "pruner")
-        self.k = self._kept_count()
+        if load_model(self, self.pruner_uri, "pruner"):
+            self.k = self._kept_count()
 
     def _kept_count(self) -> int:
         from anon_core.models.pruner import num_kept

@@ -96,6 +96,16 @@ class ModelRunner:
         return self.torch.autocast("cpu", enabled=False)
 
 
+def load_model(stage, uri: str, kind: str) -> bool:
+    """A model stage's setup: the bundle at `uri` (a `kind`) onto stage.runner / .model / .info, once per process.
+    True when it loaded now (the stage then derives what it needs from the model), False when already loaded."""
+    if getattr(stage, "model", None) is not None:
+        return False
+    stage.runner = ModelRunner(stage.resources)
+    stage.model, stage.info = stage.runner.load(uri, kind)
+    return True
+
+
 class StageActor:
     """The actor Ray Data starts for an actor stage: it holds one copy of the stage and sets it up once."""
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import stage_helpers
-from stage_helpers import DIM, ERRORS, GOOD_CLIPS, LABELS, concat, copy_batch
+from stage_helpers import DIM, ERRORS, GOOD_CLIPS, LABELS, SPEC, concat, copy_batch
 
 from pipelines.stages import ApplyAam, EncodeClips, GatherVideos, PruneClips, WriteShards
 from pipelines.stages.rows import OK, VideoRecord
@@ -151,6 +151,31 @@ def test_clip_models_give_the_steps_outputs_bit_for_bit_in_one_actor(decoded4, t
             else:
                 np.testing.assert_array_equal(got[k], want[k], err_msg=k)
         assert {"t_prune", "t_pixels", "t_encode"} <= set(got) and "clip" not in got  # pixels end in the actor
+
+
+def test_clip_models_decoding_segments_give_what_decode_then_models_give(segments4, tiny_models):
+    """With `decode`, the clip-model actor takes segment rows (a good video and a missing one) and decodes them in
+    its own decoder child: the feature rows, error rows included, are those of DecodeClips then the models, bit for
+    bit, and the decode seconds still reach each row."""
+    from pipelines.stages import ClipModels, DecodeClips
+
+    decode = DecodeClips(SPEC, clips_per_block=3, segment_clips=4)
+    fused = ClipModels(tiny_models["encoder"], tiny_models["pruner"], decode=decode)
+    models = ClipModels(tiny_models["encoder"], tiny_models["pruner"])
+    assert fused.describe() == "decode -> prune -> encode f_E"
+    assert fused.ray_args()["batch_size"] == 1 and fused.ray_args()["memory"] == decode.ray_args()["memory"]
+    want = [models(block) for block in decode(copy_batch(segments4))]
+    got = list(fused(copy_batch(segments4)))
+    assert len(got) == len(want) > 1
+    for g, w in zip(got, want, strict=True):
+        assert sorted(g) == sorted(w) and "clip" not in g
+        for k in w:
+            if k.startswith("t_"):
+                assert (g[k] >= 0).all()
+            else:
+                np.testing.assert_array_equal(g[k], w[k], err_msg=k)
+    assert {"not_found"} <= {e for g in got for e in g["error_type"]}
+    assert sum(g["t_decode"].sum() for g in got) > 0
 
 
 def test_every_stage_is_one_shape_and_ray_map_places_it(tiny_models):

@@ -167,6 +167,12 @@ class DecoderProcess:
         self._conn = None
         self._tmpdir = None
 
+    def start(self) -> None:
+        """Start the child now (it starts on the first call otherwise): its imports then overlap the caller's work."""
+        if self._proc is None or not self._proc.is_alive():
+            self.close()
+            self._start()
+
     def _start(self) -> None:
         proc, conn, tmpdir = _spawn(_serve, (), duplex=True)
         self._proc, self._conn = proc, conn  # only a started child: close() may join it
@@ -178,9 +184,7 @@ class DecoderProcess:
     ) -> Any:
         """fn(*args, **kwargs) in the child; timeout_s (default: the instance's) bounds this call only."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        if self._proc is None or not self._proc.is_alive():
-            self.close()
-            self._start()
+        self.start()
         try:
             self._conn.send((fn, args, kwargs))
             if not self._conn.poll(timeout_s):

@@ -58,7 +58,7 @@ HELP = {
     "clips_per_task": "decode work per task (segment length in clips)",
     "decode_timeout": "seconds before a segment's decode is abandoned",
     "batch_size": "clips per model forward pass",
-    "actors": "most actors per model stage, autoscaled from 1",
+    "actors": "actors per model stage (model.min_actors: autoscale from that many)",
     "cpus_per_actor": "CPUs each model actor reserves",
     "gpus_per_actor": "e.g. 0.25: four actors share one GPU",
     "rows_per_shard": "about this many clip rows per Parquet file",

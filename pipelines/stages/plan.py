@@ -22,11 +22,13 @@ class PlanSegments:
     spec: ClipSpec
     clips_per_task: int = 32
     timeout_s: float = 120.0
+    # Videos per call, and so per output block: the stage after takes blocks whole, so this is its unit of work too.
+    videos_per_call: int = 8
 
     def ray_args(self) -> dict:
         # Header reads are light, but each worker process that runs them keeps a decoder child: half a CPU keeps the
         # number of such processes near the number of CPUs instead of four times it.
-        return {"num_cpus": 0.5, "batch_size": 8}
+        return {"num_cpus": 0.5, "batch_size": self.videos_per_call}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {k: [] for k in SEGMENT_COLUMNS}

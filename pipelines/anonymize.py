@@ -28,6 +28,7 @@ from typing import Literal
 import pandas as pd
 
 from anon_core.video import ClipSpec
+from anon_core.video.reader import DEFAULT_BACKEND
 
 from .modes import MODES, ModeName, mode
 from .sources import Listing, list_input
@@ -66,7 +67,7 @@ class AnonymizeConfig:
     clip_stride: int = 2
     clip_size: int = 112
     max_clips: int | None = None  # per video; None = every clip
-    backend: Literal["decord", "pyav", "torchcodec"] = "decord"
+    backend: Literal["decord", "pyav", "torchcodec"] = DEFAULT_BACKEND
     clips_per_task: int = 32
     decode_timeout_s: float = 600.0
     # Decode inside the clip-model actors (True) or in tasks of their own (False). None: inside when the models run on

@@ -147,11 +147,12 @@ def run_isolated(fn: Callable[..., Any], *args: Any, uri: str = "", timeout_s: f
     return value
 
 
-def read_clips_isolated(uri: str, spec=None, backend: str = "decord", timeout_s: float = 600.0, **kwargs):
-    """read_clips in a child process: same result, but a decoder crash raises VideoDecodeError(DECODER_CRASH)."""
-    from .reader import read_clips
+def read_clips_isolated(uri: str, spec=None, backend: str | None = None, timeout_s: float = 600.0, **kwargs):
+    """read_clips in a child process: same result, but a decoder crash raises VideoDecodeError(DECODER_CRASH).
+    backend None: the reader's default."""
+    from .reader import DEFAULT_BACKEND, read_clips
 
-    return run_isolated(read_clips, uri, spec, backend, uri=uri, timeout_s=timeout_s, **kwargs)
+    return run_isolated(read_clips, uri, spec, backend or DEFAULT_BACKEND, uri=uri, timeout_s=timeout_s, **kwargs)
 
 
 class DecoderProcess:

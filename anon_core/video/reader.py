@@ -27,9 +27,10 @@ from .errors import DecodeFailure, VideoDecodeError
 from .sampling import ClipSpec, center_crop, clip_frame_indices, plan_clip_starts, resized_size
 from .source import MAX_PIXELS, VideoMeta, open_source, probe
 
-# decord: torchcodec is the fastest on 112-pixel sources but trails from 360p up (0.8-0.9x the best), and its process
-# carries torch (+660 MiB peak RSS). Figures and reasons: docs/benchmarks.md, "Decode backends".
-DEFAULT_BACKEND: Backend = "decord"
+# PyAV: the one backend at the decode limit at every size with flat memory (0.9x or better of `ffmpeg -threads 1` at
+# 720p, about it at 112p). decord trails at 112p and its memory grows with the file; torchcodec trails from 360p up
+# and its process carries torch. Figures and reasons: docs/benchmarks.md, "Decode backends".
+DEFAULT_BACKEND: Backend = "pyav"
 # Where a backend's video goes when that backend cannot open it, cannot run here at all, or fails inside the stream.
 # FFmpeg (PyAV) reads some damage decord stops at, and opens what torchcodec's packet scan gives up on.
 FALLBACK = {"torchcodec": "pyav", "decord": "pyav"}
@@ -53,7 +54,7 @@ def _shortfall_tolerance(meta: VideoMeta) -> int:
 class VideoClipReader:
     """Opens one video, exposes its metadata, and yields its clips.
 
-    backend: "decord" (default), "pyav" or "torchcodec" (docs/benchmarks.md, "Decode backends", compares them). With
+    backend: "pyav" (default), "decord" or "torchcodec" (docs/benchmarks.md, "Decode backends", compares them). With
     `fallback`, a file decord or torchcodec cannot open is read with PyAV instead, and so are the clips they did not
     deliver when they fail inside the stream; so is every file when torchcodec cannot run on this machine (no FFmpeg
     shared libraries: a warning says so and names the fix).
@@ -130,9 +131,9 @@ class VideoClipReader:
     def _frames(self, name: str, src, wanted, w: int, h: int, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
         if name == "decord":
             return decord_frames(src, wanted, w, h, self.uri, self.num_threads)
-        if name == "torchcodec":  # cut to the clip square inside the decoder: less to scale
+        if name == "torchcodec":  # torchcodec and PyAV cut the clip square inside the decoder: less to scale
             return torchcodec_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes, crop=self.spec.size)
-        return pyav_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes)
+        return pyav_frames(src, wanted, w, h, self.uri, self.num_threads, size_bytes, crop=self.spec.size)
 
     def _open_frames(self, src, wanted, w, h, size_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
         order = [self.backend]

@@ -404,7 +404,8 @@ def run_decode(work_dir: str | Path, *, tiny: bool, repeats: int, log: Callable[
             "torchcodec": f"VideoDecoder(num_ffmpeg_threads={nt}), torch intra-op threads 1 while it decodes "
                           "(anon_core torchcodec_frames)",
             "decord": f"VideoReader(num_threads={nt}) (anon_core VideoClipReader default)",
-            "pyav": f"codec thread_count={nt}, thread_type={'AUTO' if nt > 1 else 'SLICE'} (anon_core pyav_frames)",
+            "pyav": f"codec thread_count={nt}, thread_type={'AUTO' if nt > 1 else 'SLICE'}; swscale and the crop/scale "
+                    "filter graph one thread (anon_core pyav_frames)",
             "ffmpeg": "-threads 1 (decoder)",
             "cores_used": "process CPU seconds / wall seconds, medians; decoders may run helper threads",
         },

@@ -216,11 +216,17 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64
             runs[n].append(r["seconds"])
             clips[n] = r["clips"]
     largest = sizes[-1]
-    costs = stage_costs(manifests[sizes[0]], models, gpus=gpus)  # per-clip work, at 1x, scaled to the largest size
+    import torch
+
+    threads = torch.get_num_threads()  # the in-process stages set torch's threads (ModelRunner): put them back after
+    try:
+        costs = stage_costs(manifests[sizes[0]], models, gpus=gpus)  # per-clip work at 1x, scaled to the largest size
+        loop = summary([plain_loop(manifests[largest], models, work / "loop_out", cores, gpus=gpus)
+                        for _ in range(repeats)])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     scale = clips[largest] / costs["clips"]
     largest_costs = {k: v * scale for k, v in costs["seconds"].items()}
-    loop = summary([plain_loop(manifests[largest], models, work / "loop_out", cores, gpus=gpus)
-                    for _ in range(repeats)])  # fmt: skip
     pipe = {n: summary(runs[n]) for n in sizes}
     bound_s = stage_bound(largest_costs, cores, on_gpu=gpus > 0)
     return {

@@ -18,8 +18,8 @@ def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "show video metadata (and optionally decode the clips)", EXAMPLES)
     p.add_argument("uris", nargs="+", help="local paths or fsspec URIs")
     p.add_argument("--decode", action="store_true", help="decode every clip, not just the header")
-    p.add_argument("--backend", choices=["decord", "pyav", "torchcodec"], default="decord",
-                   help="decoder (%(default)s)")  # fmt: skip
+    p.add_argument("--backend", choices=["decord", "pyav", "torchcodec"], default=None,
+                   help="decoder (default: anon_core.video.reader.DEFAULT_BACKEND)")  # fmt: skip
     p.add_argument("--frames", type=int, default=16, help="frames per clip (%(default)s)")
     p.add_argument("--stride", type=int, default=2, help="frame step within a clip (%(default)s)")
     p.add_argument("--size", type=int, default=112, help="clip side in pixels (%(default)s)")
@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from anon_core.video import ClipSpec, VideoClipReader, VideoDecodeError, probe
+    from anon_core.video.reader import DEFAULT_BACKEND
     from anon_core.video.source import open_source
 
     failed = 0
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     for uri in args.uris:
         try:
             if args.decode:
-                reader = VideoClipReader(uri, spec, args.backend)
+                reader = VideoClipReader(uri, spec, args.backend or DEFAULT_BACKEND)
                 n = sum(1 for _ in reader.clips())
                 row = {**asdict(reader.meta), "clips": n, "backend": reader.used_backend}
             else:

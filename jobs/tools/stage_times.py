@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from anon_core.video import ClipSpec
+from anon_core.video.reader import DEFAULT_BACKEND
 from anon_core.video.segments import decode_segment, probe_clip_count
 from pipelines.stages import ApplyAam, EncodeClips, PruneClips
 from pipelines.stages.rows import VideoRecord
@@ -43,7 +44,7 @@ def main() -> None:
     spec = ClipSpec()
     files = sorted(glob.glob(f"{args.demo_out}/corpus/videos/*"))
     t0 = time.perf_counter()
-    per_video = [decode_segment(f, spec, (0, probe_clip_count(f, spec)), "decord")["clip"] for f in files]
+    per_video = [decode_segment(f, spec, (0, probe_clip_count(f, spec)), DEFAULT_BACKEND)["clip"] for f in files]
     t_decode = time.perf_counter() - t0
     clips = np.concatenate(per_video)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anon_core.video import ClipSpec, VideoDecodeError
+from anon_core.video.reader import DEFAULT_BACKEND
 from anon_core.video.segments import decode_segment
 
 from .rows import OK, add_count
@@ -22,7 +23,7 @@ from .workers import decoder
 @dataclass
 class DecodeClips:
     spec: ClipSpec
-    backend: str = "decord"
+    backend: str = DEFAULT_BACKEND
     timeout_s: float = 600.0
     clips_per_block: int = 8  # clips per output block: bounds what one task ships at once
     segment_clips: int = 32  # the most clips one task holds (the plan stage's clips_per_task)

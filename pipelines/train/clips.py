@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from anon_core.video import ClipSpec
+from anon_core.video.reader import DEFAULT_BACKEND
 
 
 class TrainDataError(RuntimeError):
@@ -64,7 +65,7 @@ def _fs(uri: str):
     return fsspec.core.url_to_fs(uri)
 
 
-def build_clip_cache(videos: pd.DataFrame, spec: ClipSpec, root: str, backend: str = "decord",
+def build_clip_cache(videos: pd.DataFrame, spec: ClipSpec, root: str, backend: str = DEFAULT_BACKEND,
                      max_failed_fraction: float = 0.05, log=print) -> str:  # fmt: skip
     """The cache folder of these videos (columns video_id, uri, index) under `root`, decoded now if absent. Every
     video that fails is logged with its reason and kept as an error row; more than `max_failed_fraction` failed

@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from anon_core.video.reader import DEFAULT_BACKEND
+
 from .schema import LabelSchema
 
 
@@ -23,7 +25,7 @@ class TrainData:
     val_fraction: float = 0.1  # of the training videos, held out to validate every epoch and pick the export
     val_by: Literal["video", "identity"] = "video"  # identity: no person in both train and validation
     max_failed_fraction: float = 0.05  # more videos than this failing to decode stops the run (exit 1)
-    decode_backend: Literal["decord", "pyav", "torchcodec"] = "decord"
+    decode_backend: Literal["decord", "pyav", "torchcodec"] = DEFAULT_BACKEND
     max_clips_per_video: int | None = None  # None: every clip; else evenly spread over the video
     shuffle_window: int = 1024  # clips a worker holds and shuffles at once (a window >= the data: a full shuffle)
     clip_frames: int = 16

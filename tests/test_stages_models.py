@@ -178,6 +178,40 @@ def test_clip_models_decoding_segments_give_what_decode_then_models_give(segment
     assert sum(g["t_decode"].sum() for g in got) > 0
 
 
+def test_a_decoder_crash_in_the_clip_model_actor_costs_one_video(segments4, tiny_models, monkeypatch):
+    """The decoder child of a clip-model actor dies (SIGABRT, as a decoder bug would) on one video's segment: that
+    video becomes a decoder_crash error row, the actor carries on with a fresh child, and the next video's features
+    are those it gets without the crash."""
+    import os
+
+    from anon_core.video import DecoderProcess
+    from pipelines.stages import ClipModels, DecodeClips
+    from pipelines.stages import workers
+
+    class CrashOn(DecoderProcess):
+        def call(self, fn, *args, uri="", **kwargs):
+            if uri.endswith("crash.mp4"):
+                return super().call(os.abort, uri=uri, timeout_s=60)
+            return super().call(fn, *args, uri=uri, **kwargs)
+
+    crashing = CrashOn()
+    monkeypatch.setitem(workers._DECODERS, os.getpid(), crashing)
+    good = {k: v[segments4["video_id"] == "good"][:1] for k, v in segments4.items()}
+    crash = {**copy_batch(good), "video_id": np.array(["crash"], dtype=object),
+             "uri": np.array([good["uri"][0].replace(".mp4", "") + "_crash.mp4"], dtype=object)}  # fmt: skip
+    batch = concat([crash, good])
+    fused = ClipModels(tiny_models["encoder"], decode=DecodeClips(SPEC, segment_clips=4))
+    try:
+        out = concat(fused(copy_batch(batch)))
+    finally:
+        crashing.close()
+    crashed = out["video_id"] == "crash"
+    assert list(out["error_type"][crashed]) == ["decoder_crash"] and "SIGABRT" in out["error_message"][crashed][0]
+    want = concat(ClipModels(tiny_models["encoder"], decode=DecodeClips(SPEC, segment_clips=4))(copy_batch(good)))
+    np.testing.assert_array_equal(out["features"][~crashed], want["features"])
+    assert (out["error_type"][~crashed] == OK).all()
+
+
 def test_every_stage_is_one_shape_and_ray_map_places_it(tiny_models):
     """Task stages map as themselves; actor stages (a `compute` pool) run inside a StageActor named after them, which
     sets the stage up once; nothing is loaded in the process that builds the plan."""

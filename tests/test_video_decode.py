@@ -10,8 +10,8 @@ from anon_core.video import ClipSpec, VideoClipReader, iter_clips, probe, read_c
 from anon_core.video.backends import BACKENDS
 
 SPEC = ClipSpec(num_frames=4, stride=3, size=64)
-# Both backends resize with swscale's bicubic filter but round differently at a few edge pixels (measured on these
-# files: mean |diff| ~0.2, max ~30 on single pixels at the sharp cell borders); the bulk of pixels must agree.
+# decord resizes with swscale's bicubic filter, PyAV with its bilinear one (antialiased on a downscale); they differ
+# at the sharp cell borders (single pixels up to ~30 levels); the bulk of pixels must agree.
 MEAN_ABS_TOL = 1.0
 P99_ABS_TOL = 12
 
@@ -79,3 +79,55 @@ def test_iter_clips_yields_one_clip_at_a_time(indexed_videos):
 def test_unknown_backend_is_a_clear_error(indexed_videos):
     with pytest.raises(ValueError, match="unknown backend 'opencv'"):
         read_clips(str(indexed_videos["h264"]), SPEC, "opencv")
+
+
+@pytest.fixture(scope="module")
+def short_gop_video(tmp_path_factory):
+    """200 indexed frames of H.264 with B-frames and a keyframe every 8 frames: segments start inside later GOPs."""
+    import av
+
+    from conftest import indexed_frame
+
+    path = tmp_path_factory.mktemp("gop") / "gop8.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "veryfast", "bframes": "3"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.gop_size = 8
+        for i in range(200):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(indexed_frame(i, 160, 96), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_segment_deep_in_the_video_gives_the_whole_decodes_clips(short_gop_video, backend):
+    """A segment (clip_range) starting past the first GOPs: every backend jumps ahead (PyAV to the last keyframe before
+    it, found by a packet scan) and hands on exactly the clips a decode of the whole video gives there."""
+    from anon_core.video.segments import decode_segment, probe_clip_count
+
+    n = probe_clip_count(short_gop_video, SPEC)
+    whole = decode_segment(short_gop_video, SPEC, (0, n), backend)["clip"]
+    for first in (1, 5, 9, n - 1):
+        seg = decode_segment(short_gop_video, SPEC, (first, n), backend)
+        assert np.array_equal(seg["clip"], whole[first:]), (backend, first)
+        assert seg["clip_index"][0] == first and index_of(seg["clip"][0][0]) == (first * SPEC.num_frames * SPEC.stride) % 64
+
+
+def test_pyav_seeks_to_the_keyframe_before_a_segment(short_gop_video):
+    """PyAV does not decode the frames before a segment's GOP: asked for frame 150, the first frame it decodes is the
+    keyframe of the GOP holding it (at most 8 frames before), and a wanted frame in the first GOP decodes from the start."""
+    import av
+
+    from anon_core.video.backends import _pyav_seek
+
+    with av.open(short_gop_video) as container:
+        stream = container.streams.video[0]
+        ranks = _pyav_seek(container, stream, 150)
+        first = next(container.decode(stream))
+        assert ranks is not None and 150 - 8 <= ranks[first.pts] <= 150 and first.key_frame
+    with av.open(short_gop_video) as container:
+        frame0 = next(container.decode(video=0)).pts
+    with av.open(short_gop_video) as container:
+        stream = container.streams.video[0]
+        assert _pyav_seek(container, stream, 5) is None  # and back at the start
+        assert next(container.decode(stream)).pts == frame0

@@ -1,6 +1,6 @@
 """The anonymize pipeline: a video archive -> anonymized clip features in Parquet, every video exactly once.
 
-    list (driver) -> plan segments (tasks) -> decode clips (tasks)
+    list (driver) -> plan segments (tasks) -> decode clips (tasks; on CPU inside the clip-model actors instead)
         -> clip models (actors: [prune] -> [pixel baseline] -> [keep pixels] -> encode f_E, one process per clip batch)
         -> gather whole videos (one actor) -> [AAM (actors)] -> write shards + commit markers (tasks)
 

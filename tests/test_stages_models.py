@@ -185,8 +185,7 @@ def test_a_decoder_crash_in_the_clip_model_actor_costs_one_video(segments4, tiny
     import os
 
     from anon_core.video import DecoderProcess
-    from pipelines.stages import ClipModels, DecodeClips
-    from pipelines.stages import workers
+    from pipelines.stages import ClipModels, DecodeClips, workers
 
     class CrashOn(DecoderProcess):
         def call(self, fn, *args, uri="", **kwargs):

@@ -85,7 +85,6 @@ def test_unknown_backend_is_a_clear_error(indexed_videos):
 def short_gop_video(tmp_path_factory):
     """200 indexed frames of H.264 with B-frames and a keyframe every 8 frames: segments start inside later GOPs."""
     import av
-
     from conftest import indexed_frame
 
     path = tmp_path_factory.mktemp("gop") / "gop8.mp4"
@@ -110,12 +109,13 @@ def test_a_segment_deep_in_the_video_gives_the_whole_decodes_clips(short_gop_vid
     for first in (1, 5, 9, n - 1):
         seg = decode_segment(short_gop_video, SPEC, (first, n), backend)
         assert np.array_equal(seg["clip"], whole[first:]), (backend, first)
-        assert seg["clip_index"][0] == first and index_of(seg["clip"][0][0]) == (first * SPEC.num_frames * SPEC.stride) % 64
+        step = SPEC.num_frames * SPEC.stride  # clips follow one another
+        assert seg["clip_index"][0] == first and index_of(seg["clip"][0][0]) == (first * step) % 64
 
 
 def test_pyav_seeks_to_the_keyframe_before_a_segment(short_gop_video):
     """PyAV does not decode the frames before a segment's GOP: asked for frame 150, the first frame it decodes is the
-    keyframe of the GOP holding it (at most 8 frames before), and a wanted frame in the first GOP decodes from the start."""
+    keyframe of the GOP holding it (at most 8 frames before); a wanted frame in the first GOP decodes from the start."""
     import av
 
     from anon_core.video.backends import _pyav_seek

@@ -15,8 +15,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
-from fractions import Fraction
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from typing import IO, Literal
 
 import numpy as np
@@ -100,12 +100,13 @@ def _pyav_converter(width: int, height: int, crop: int | None):
         x, y, w, h = rect
         graph = av.filter.Graph()
         graph.threads = 1
-        nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
-                                  or Fraction(1, 1000)),
+        time_base = frame.time_base or Fraction(1, 1000)
+        nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=time_base),
                  graph.add("crop", f"w={w}:h={h}:x={x}:y={y}:exact=1"),
                  graph.add("scale", f"{crop}:{crop}:flags=bilinear"), graph.add("format", "yuv444p"),
-                 graph.add("scale", "flags=bilinear"), graph.add("format", "rgb24"), graph.add("buffersink")]  # fmt: skip
-        for a, b in zip(nodes, nodes[1:]):
+                 graph.add("scale", "flags=bilinear"), graph.add("format", "rgb24"),
+                 graph.add("buffersink")]  # fmt: skip
+        for a, b in zip(nodes, nodes[1:], strict=False):
             a.link_to(b)
         graph.configure()
         return graph

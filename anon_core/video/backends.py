@@ -80,13 +80,11 @@ def decord_frames(
 def _pyav_converter(width: int, height: int, crop: int | None):
     """-> convert(frame) -> (h, w, 3) uint8 RGB: the frame resized to width x height, or with `crop` that resized
     frame's centre crop x crop square, cut before scaling (crop_rect) where that lands on whole pixels: a filter graph
-    (crop, then scale to RGB), built from the first frame and again whenever the frame size or format changes.
-    Bilinear (on a downscale swscale widens the filter: antialiased, as torchcodec's resize), scaled to YUV 4:4:4
-    and only then turned into RGB at the clip's size: scaling straight to RGB halves the chroma's horizontal
-    resolution (sharp colour edges off by up to 50 grey levels), and full chroma interpolation, which mends that,
-    costs 25% more than the 4:4:4 step. One thread: PyAV's
-    default (threads=0, automatic) spends ~50 us a frame handing 112-pixel frames to a thread pool, five times the
-    scaling itself."""
+    (crop, scale to YUV 4:4:4, then RGB), built from the first frame and again whenever the frame size or format
+    changes. Bilinear: on a downscale swscale widens the filter, so it is antialiased, as torchcodec's resize. The
+    4:4:4 step: scaling straight to RGB halves the chroma's horizontal resolution (sharp colour edges off by up to 50
+    grey levels); full chroma interpolation mends that too, at 20% more cost. One thread: PyAV's default (threads=0,
+    automatic) spends ~50 us a frame handing 112-pixel frames to a thread pool, five times the scaling itself."""
     import av
     from av.video.reformatter import VideoReformatter
 

@@ -2,7 +2,7 @@
 
     list (driver) -> plan segments (tasks) -> decode clips (tasks; on CPU inside the clip-model actors instead)
         -> clip models (actors: [prune] -> [pixel baseline] -> [keep pixels] -> encode f_E, one process per clip batch)
-        -> gather whole videos (one actor) -> [AAM (actors)] -> write shards + commit markers (tasks)
+        -> gather whole videos (one actor; the AAM runs in it) -> write shards + commit markers (tasks)
 
 Modes store the frozen encoder's f_E in every case, so outputs of different modes are comparable:
     raw = f_E(clip)   prune = f_E(masked clip)   aam = f_A(f_E(clip))   prune+aam = f_A(f_E(masked clip))
@@ -315,10 +315,11 @@ def pipeline_stages(plan: Plan, counter=None) -> list[tuple[str, object]]:
                                        videos_per_call=VIDEOS_PER_BLOCK)),  # fmt: skip
         *([] if fused else [("decode clips", decode)]),
         (clip_models.describe(), clip_models),
-        ("gather whole videos", GatherVideos(len(plan.todo), cfg.rows_per_shard, cfg.commit_interval_s)),
     ]
-    if m.needs["aam"]:
-        stages.append(("AAM", ApplyAam(cfg.aam, res)))
+    # the AAM runs in the gather actor, on CPU with one thread: a small adapter over features (gather.py)
+    aam = ApplyAam(cfg.aam, replace(res, cpus_per_actor=1.0, gpus_per_actor=0.0)) if m.needs["aam"] else None
+    gather = GatherVideos(len(plan.todo), cfg.rows_per_shard, cfg.commit_interval_s, aam=aam)
+    stages.append(("gather whole videos" + (" -> AAM" if aam else ""), gather))
     stages.append(("write shards", WriteShards(cfg.output, plan.run_id, row_fields,
                                                lease_generation=plan.lease_generation)))  # fmt: skip
     return stages
@@ -383,7 +384,7 @@ def connect(address: str | None = None) -> None:
         logging.getLogger(name).setLevel(level)
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:  # ray.init starts the raylet from this process, and every worker from the raylet
-        # A run holds about eight actor processes (clip models, gather, AAM, the progress counter, Ray Data's own).
+        # A run holds about seven actor processes (clip models, gather, the progress counter, Ray Data's own).
         # Ray keeps idle workers up to a soft limit of one per CPU, and those count: the plan tasks' workers were
         # killed a second after they went idle, and the first write task then waited ~2 s for a new process (and its
         # imports). Measured on 2 cores, 16 videos, the same script run with and without it: 18.5 s -> 16.6 s a run.

@@ -428,6 +428,29 @@ def test_aam_output_for_a_video_does_not_depend_on_the_others_in_its_batch(aam):
                 np.testing.assert_allclose(VideoRecord.unpack(p).clips["features"], alone[vid], rtol=1e-4, atol=1e-5)
 
 
+def test_gather_with_the_aam_gives_what_gather_then_aam_gives(aam, tiny_models):
+    """The pipeline runs the AAM inside the gather actor: the same released groups, the same features bit for bit,
+    failed videos untouched; the AAM is loaded when gather is set up, not at the first group."""
+    sizes, failed = {"a": 4, "b": 2, "c": 5}, ["f"]
+    rows = [whole_video(v, n) for v, n in sizes.items()]
+    rows += [feature_rows(v, [0], 1, kind="error", covers=1, error=("corrupt", "decode", "bad")) for v in failed]
+    fused = GatherVideos(expected_videos=4, rows_per_shard=6, aam=ApplyAam(tiny_models["aam"]))
+    fused.setup()
+    assert fused.aam.model is not None
+    plain = GatherVideos(expected_videos=4, rows_per_shard=6)
+    for batch in rows:
+        want, got = plain(copy_batch(batch)), fused(copy_batch(batch))
+        if len(want["video_id"]):
+            want = aam(want)
+        assert list(got["video_id"]) == list(want["video_id"]) and list(got["status"]) == list(want["status"])
+        for p_got, p_want in zip(got["payload"], want["payload"], strict=True):
+            g, w = VideoRecord.unpack(p_got), VideoRecord.unpack(p_want)
+            assert g.error == w.error and g.clips.keys() == w.clips.keys()
+            for k in w.clips:
+                np.testing.assert_array_equal(g.clips[k], w.clips[k])
+            assert ("t_aam" in g.seconds) == ("t_aam" in w.seconds)
+
+
 def test_an_aam_failure_fails_that_batchs_ok_videos_and_keeps_other_errors(aam):
     bad_width = feature_rows("a", [0, 1], 2) | {"features": np.ones((2, DIM + 1), np.float32)}  # not 192-d
     failed = feature_rows("f", [0], 1, kind="error", error=("corrupt", "decode", "bad"))

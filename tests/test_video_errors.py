@@ -154,6 +154,27 @@ def test_hung_decoder_process_times_out():
     assert time.monotonic() - t0 < 30
 
 
+def test_the_decoder_child_hands_back_arrays_whole_and_writable():
+    """Results cross the pipe with their arrays out of band (isolation._send): every layout and size arrives equal,
+    and the parent owns it (writable, as the models' torch.from_numpy needs)."""
+    from anon_core.video import DecoderProcess
+
+    sent = {"clip": np.arange(5 * 4 * 8 * 8 * 3, dtype=np.uint8).reshape(5, 4, 8, 8, 3),
+            "empty": np.zeros((0, 3), np.float32), "strided": np.arange(20.0)[::3],
+            "fortran": np.asfortranarray(np.arange(12).reshape(3, 4)),
+            "names": np.array(["a", None], dtype=object)}  # fmt: skip
+    d = DecoderProcess(timeout_s=60)
+    try:
+        got = d.call(dict, **sent)
+    finally:
+        d.close()
+    assert got.keys() == sent.keys()
+    for k, v in sent.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape
+        np.testing.assert_array_equal(got[k], v)
+    assert got["clip"].flags.writeable and got["fortran"].flags.writeable
+
+
 def test_isolated_read_returns_the_same_clips_and_errors(indexed_videos, bad_files):
     path = str(indexed_videos["h264"])
     assert np.array_equal(read_clips_isolated(path, SPEC).clips, read_clips(path, SPEC).clips)

@@ -253,6 +253,10 @@ class VideoViT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        if self.pos_embed.is_meta:
+            # built on the meta device (to read its shapes): there are no values to fill, and filling meta tensors
+            # imports torch._dynamo, 0.9 s in every pipeline actor that reads the pruner's layout
+            return
         trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)

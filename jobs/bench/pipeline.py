@@ -203,8 +203,8 @@ def run_pipeline_bench(work: Path, *, tiny: bool, repeats: int, videos: int = 64
     corpus = make_corpus(work, sizes[-1], frames)
     models = untrained_models(work / "models", 0, len(ACTIONS), len(ATTRIBUTES))  # speed does not need training
     manifests = {n: manifest(corpus, n, work) for n in sizes}
-    # the job's own defaults (two clip-model actors and an AAM pool of one or two, half a CPU each): model actors
-    # holding a whole CPU each would leave decode no CPU on a 2-core machine
+    # the job's own defaults (two clip-model actors of half a CPU each; the AAM runs in the gather actor): model
+    # actors holding a whole CPU each would leave decode no CPU on a 2-core machine
     actors, cpus = ModelResources().max_actors, ModelResources().cpus_per_actor
     gpus = 0.33 if device == "cuda" else 0.0  # the three model stages share one GPU, as a one-GPU node runs them
 

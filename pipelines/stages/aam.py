@@ -1,8 +1,9 @@
 """Latent anonymization (arXiv 2511.08666): the AAM maps each video's sequence of frozen-encoder clip features
 f_E to f_A(f_E), attending across that video's clips only (packed into (videos, clips, D) with a padding mask).
 
-It runs after gather, not inside the clip-model actor: it needs a video's whole clip sequence, which only exists
-once gather has it. Only features (a few KB per clip) cross the object store to reach it, never clips.
+It needs a video's whole clip sequence, which first exists in the gather actor, so the pipeline runs it there
+(GatherVideos(aam=...)), on each group of videos gather releases: features never cross the object store to reach it.
+Alone, it is a stage like the others (tests, the benches).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Segment rows (plan -> decode): one per bounded piece of a video's clip plan.
 Clip rows (decode -> prune -> encode -> gather): `kind` "clip" (one clip), "error" (a failed segment: error_type
     set) or "gap" (clips a slightly short stream never had); `covers` = how many of the video's planned clips the row
     stands for, so the gather stage knows when a video is whole.
-Video rows (gather -> aam -> sink): one per video; its `VideoRecord` travels as one pickled `payload` (videos
+Video rows (gather, with its AAM -> sink): one per video; its `VideoRecord` travels as one pickled `payload` (videos
     differ in clip count, and a blob keeps the rows flat whatever Arrow makes of ragged arrays).
 Busy seconds: each stage adds its wall time as a `t_<stage>` column (STAGE_SECONDS, the one list of them); gather
     sums them per video, the sink returns them per video, and the run record sums them per run (`stage_busy_s`).

@@ -7,8 +7,9 @@ a seeded order per epoch; after each epoch every worker computes the same object
 epoch with the lowest validation objective (utility, consistency and privacy together, as trained) is exported.
 
 With `erase` (the default), each epoch's checkpoint also carries a linear eraser of the private attributes
-(`anon_core.models.erasure`), fitted in closed form on that epoch's adapter outputs of the training videos; the
-objective above never sees it, so training is the paper's and the eraser is one more layer at inference.
+(`anon_core.models.erasure`), fitted on that epoch's adapter outputs of the training videos: LEACE in closed form,
+then the directions a small MLP attacker reads them from (`erase_mlp_fraction`); the objective above never sees it,
+so training is the paper's and the eraser is one more layer at inference.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class AamTrainConfig(TrainData):
     # utility lost, no clear privacy gain in the benchmark), "none" = the paper's adapter alone. Needs attribute
     # labels on the training videos.
     erase: Literal["none", "attributes", "pairs"] = "attributes"
+    # then, what a nonlinear attacker still reads: this fraction of the feature's directions, those an MLP trained
+    # for the attributes on the erased features depends on most, is projected out too (0: the linear eraser alone;
+    # anon_core.models.erasure.fit_gradient_erasure). More removes more privacy and, past a point, the action.
+    erase_mlp_fraction: float = 0.125
     depth: int = 3
     num_heads: int = 8
     max_clips: int = 8
@@ -65,6 +70,8 @@ class AamTrainConfig(TrainData):
             errors.append(f"static_view must be 'auto', 'still' or 'pan', got {self.static_view!r}")
         if self.erase not in ("none", "attributes", "pairs"):
             errors.append(f"erase must be 'none', 'attributes' or 'pairs', got {self.erase!r}")
+        if not 0.0 <= self.erase_mlp_fraction < 1.0:
+            errors.append(f"erase_mlp_fraction must be in [0, 1), got {self.erase_mlp_fraction}")
         return errors
 
     def encoder_errors(self) -> list[str]:
@@ -168,19 +175,20 @@ def aam_train_func(cfg: dict) -> None:
         if cfg["erase"] != "none":
             # on every labelled video, the held-out ones too: a closed-form fit selects nothing on them
             metrics["erased_dims"] = fit_eraser(core, feats, np.concatenate([train, val]), attributes,
-                                                cfg["erase"] == "pairs", B)  # fmt: skip
+                                                cfg["erase"] == "pairs", B, cfg["erase_mlp_fraction"])  # fmt: skip
         metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
-def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int) -> float:
+def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int, mlp_fraction: float = 0.0) -> float:
     """Fit the adapter's eraser on its (un-erased) outputs of the training videos' real clips and their attribute
-    labels, in place; returns the number of directions erased (0 when there are no attributes to erase)."""
+    labels, in place: LEACE, then (mlp_fraction > 0) that fraction of the directions an MLP attacker reads the
+    attributes from on what LEACE leaves. Returns the number of directions erased (0 when there are no attributes)."""
     import numpy as np
     import torch
 
-    from anon_core.models.erasure import concept_columns, fit_leace
+    from anon_core.models.erasure import concept_columns, fit_gradient_erasure, fit_leace
 
     if attributes.shape[1] == 0 or len(rows) < 2:
         return 0.0
@@ -195,7 +203,11 @@ def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int
             outs.append(out[mask].numpy())  # (real clips, D)
             labels.append(np.repeat(attributes[r], mask.sum(1).numpy(), axis=0))  # each clip its video's labels
     core.train(was_training)
-    mean, proj = fit_leace(np.concatenate(outs), concept_columns(np.concatenate(labels), pairs))
+    x, z = np.concatenate(outs), np.concatenate(labels)
+    mean, proj = fit_leace(x, concept_columns(z, pairs))
+    dims = int(round(mlp_fraction * x.shape[1]))
+    if dims > 0:  # on LEACE's output, whose mean is LEACE's: the two maps compose into one
+        proj = fit_gradient_erasure((x - mean) @ proj.T + mean, z, dims) @ proj
     core.eraser.set(mean, proj)
     return float(np.linalg.matrix_rank(np.eye(len(mean)) - proj, tol=1e-4))
 

@@ -181,7 +181,7 @@ def aam_train_func(cfg: dict) -> None:
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
-def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int, mlp_fraction: float = 0.0) -> float:
+def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int, mlp_fraction: float) -> float:
     """Fit the adapter's eraser on its (un-erased) outputs of the training videos' real clips and their attribute
     labels, in place: LEACE, then (mlp_fraction > 0) that fraction of the directions an MLP attacker reads the
     attributes from on what LEACE leaves. Returns the number of directions erased (0 when there are no attributes)."""

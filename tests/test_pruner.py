@@ -26,8 +26,10 @@ from anon_core.models import (
 from anon_core.models.pruner import (
     default_prune_blocks,
     num_kept,
+    relevance_loss,
     select_tubelets,
     tubelet_mask_from_ids,
+    tubelet_relevance,
     tubelet_to_pixel_mask,
 )
 
@@ -335,3 +337,67 @@ def test_tiny_pruner_loss_falls():
     assert last < first - 0.3, f"loss did not fall: first 5 {first:.3f}, last 5 {last:.3f}"
     first, last = sum(action_losses[:5]) / 5, sum(action_losses[-5:]) / 5
     assert last < first - 0.3, f"action loss did not fall: first 5 {first:.3f}, last 5 {last:.3f}"
+
+
+def test_tubelet_relevance_is_a_detached_distribution_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = pruner_tiny(num_classes=2, num_privacy_classes=2, img_size=32, num_frames=8, patch_size=8, embed_dim=32,
+                        depth=2, num_heads=2)  # fmt: skip
+    video, action, privacy = moving_square_clips(4, seed=1)
+    model.train()
+    rel_act, rel_priv = tubelet_relevance(model, video, action, privacy)
+    assert rel_act.shape == rel_priv.shape == (4, 64)
+    assert not rel_act.requires_grad and not rel_priv.requires_grad
+    torch.testing.assert_close(rel_act.sum(-1), torch.ones(4))
+    assert (rel_act >= 0).all() and model.training
+    assert all(p.grad is None for p in model.parameters()), "the relevance pass must not touch parameter gradients"
+
+
+def test_relevance_loss_is_zero_where_attention_equals_relevance():
+    model = pruner_tiny(num_classes=2, num_privacy_classes=2, prune_blocks=[2], **SMALL_INPUT)
+    out = model(torch.randn(2, 3, 4, 32, 32))
+    (a_act, a_priv, ids), = out.stage_scores  # the one stage scores all 32 tubelets, in raster order
+    assert torch.equal(ids, torch.arange(32).expand(2, 32))
+    assert relevance_loss(out, a_act.detach(), a_priv.detach()).item() == pytest.approx(0.0, abs=1e-4)
+    uniform = torch.full((2, 32), 1 / 32)
+    loss = relevance_loss(out, uniform, uniform)
+    loss.backward()
+    assert loss > 0 and model.cls_token.grad is not None and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def _square_tubelets(video: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
+    """(B, N) float: the share of each tubelet's pixels that moving_square_clips drew its square in (value 2.0)."""
+    t, p, _ = tubelet
+    B, _, T, H, W = video.shape
+    hit = (video[:, 1] == 2.0).float().reshape(B, T // t, t, H // p, p, W // p, p).mean(dim=(2, 4, 6))
+    return hit.reshape(B, -1)  # (B, T' * Hp * Wp) in raster order
+
+
+def test_relevance_loss_moves_both_attention_rows_to_the_map_it_is_given():
+    # The loss's mechanism, on a fixed target: the square's tubelets for both CLS tokens. Trained with it, most of
+    # the stage-1 attention mass sits on the square (a fraction of the tubelets); trained without it, far less.
+    def attention_on_square(weight: float) -> tuple[float, float, float]:
+        torch.manual_seed(0)
+        model = pruner_tiny(num_classes=2, num_privacy_classes=2, img_size=32, num_frames=8, patch_size=8,
+                            embed_dim=32, depth=3, num_heads=2)  # fmt: skip
+        video, action, privacy = moving_square_clips(96, seed=0)
+        square = _square_tubelets(video, model.patch_embed.tubelet)
+        target = square / square.sum(-1, keepdim=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        for step in range(60):
+            idx = (torch.arange(16) + 16 * step) % 64
+            out = model(video[idx])
+            loss = pruner_loss(out, action[idx], privacy[idx])
+            loss = loss + weight * relevance_loss(out, target[idx], target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            a_act, a_priv, ids = model.eval()(video[64:]).stage_scores[0]  # stage 1: every tubelet, raster order
+        on = square[64:].gather(1, ids) > 0
+        return float((a_act * on).sum(-1).mean()), float((a_priv * on).sum(-1).mean()), float(on.float().mean())
+
+    act, priv, share = attention_on_square(1.0)
+    act0, priv0, _ = attention_on_square(0.0)
+    assert act > 0.7 and priv > 0.7 and share < 0.35, (act, priv, share)
+    assert act > act0 + 0.15 and priv > priv0 + 0.15, (act, act0, priv, priv0)

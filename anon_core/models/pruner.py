@@ -21,7 +21,12 @@ kernel for the block output (`cls_rows_only`; set it False to materialise the fu
     model = pruner_base(num_classes=51, num_privacy_classes=5)
     out = model(video)                        # video: (B, C, T, H, W)
     loss = pruner_loss(out, action_labels, privacy_labels)
+    loss = loss + relevance_loss(out, *tubelet_relevance(model, video, action_labels, privacy_labels))
     anonymised = out.masked_video(video)
+
+relevance_loss is anonvid's addition (docs/methods.md §1): it teaches both CLS attention rows where the action and the
+attributes are read (gradient x input at each tubelet's embedding), so the paper's score ranks what the released
+tubelets carry rather than what the pruner's own, already mixed, tokens need.
 """
 
 from __future__ import annotations
@@ -48,9 +53,11 @@ __all__ = [
     "pruner_loss",
     "pruner_small",
     "pruner_tiny",
+    "relevance_loss",
     "score_tubelets",
     "select_tubelets",
     "tubelet_mask_from_ids",
+    "tubelet_relevance",
     "tubelet_to_pixel_mask",
 ]
 
@@ -88,13 +95,14 @@ class PruneStep:
     fused: torch.Tensor | None  # (B, 1, D) sum over pruned i of a_act[i] * x_i; None when nothing was pruned
     score: torch.Tensor  # (B, n)
     a_act: torch.Tensor  # (B, n)
+    a_priv: torch.Tensor  # (B, n)
 
 
 def select_tubelets(
     attn: torch.Tensor, x: torch.Tensor, num_real: int, keep_ratio: float, lambda_priv: float
 ) -> PruneStep:
     """One pruning stage on x (B, 2 + n + f, D) given its block's attention (B, H, N or >= 2 rows, N)."""
-    a_act, _, score = score_tubelets(attn, num_real, lambda_priv)
+    a_act, a_priv, score = score_tubelets(attn, num_real, lambda_priv)
     k = num_kept(num_real, keep_ratio)
     # Ascending positions keep the surviving tokens in tubelet raster order: deterministic, easy to inspect.
     keep_idx = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # (B, k)
@@ -105,7 +113,7 @@ def select_tubelets(
         pruned = torch.ones_like(score, dtype=torch.bool).scatter_(1, keep_idx, False)  # (B, n)
         weight = (a_act * pruned).to(real.dtype)  # (B, n): a_act on pruned tokens, 0 on kept ones
         fused = torch.einsum("bn,bnd->bd", weight, real).unsqueeze(1)  # (B, 1, D)
-    return PruneStep(keep_idx, kept, fused, score, a_act)
+    return PruneStep(keep_idx, kept, fused, score, a_act, a_priv)
 
 
 @dataclass
@@ -120,6 +128,8 @@ class PrunerOutput:
     tubelet_size: tuple[int, int, int]
     real_tokens: tuple[int, ...]  # tubelet tokens at the input, then after each pruning block
     seq_lens: tuple[int, ...]  # sequence length entering each block (CLS + tubelets + fused)
+    # per pruning stage: (a_act (B, n), a_priv (B, n), the global ids (B, n) of the n tubelets it scored)
+    stage_scores: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...] = ()
 
     def pixel_mask(self) -> torch.Tensor:
         """(B, 1, T, H, W) bool, True where the pixel belongs to a kept tubelet."""
@@ -179,9 +189,14 @@ class TubeletPruner(VideoViT):
         return tuple(float(r) for r in ratios)
 
     def forward_pruned(
-        self, video: torch.Tensor, keep_ratio: float | Sequence[float] | None = None, lambda_priv: float | None = None
+        self,
+        video: torch.Tensor,
+        keep_ratio: float | Sequence[float] | None = None,
+        lambda_priv: float | None = None,
+        stage_scores: list | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-        """-> normed tokens (B, 2 + k + f, D), kept ids (B, k), tubelet counts per stage, block input lengths."""
+        """-> normed tokens (B, 2 + k + f, D), kept ids (B, k), tubelet counts per stage, block input lengths.
+        stage_scores: a list that receives (a_act, a_priv, scored ids) of every stage that prunes."""
         ratios = self.keep_ratios if keep_ratio is None else self._keep_ratios(keep_ratio)
         stage_ratio = dict(zip(self.prune_blocks, ratios, strict=True))
         lam = self.lambda_priv if lambda_priv is None else lambda_priv
@@ -201,6 +216,8 @@ class TubeletPruner(VideoViT):
             rows = NUM_CLS if self.cls_rows_only else None
             x, attn = blk.forward_attn(x, return_attn=True, attn_rows=rows)  # attn: (B, H, 2 or N, N)
             step = select_tubelets(attn, x, n, stage_ratio[i], lam)
+            if stage_scores is not None:
+                stage_scores.append((step.a_act, step.a_priv, ids))
             ids = ids.gather(1, step.keep_idx)  # (B, k)
             fused_before = x[:, NUM_CLS + n :]  # (B, f, D)
             x = torch.cat([x[:, :NUM_CLS], step.kept, fused_before, step.fused], dim=1)  # (B, 2 + k + f + 1, D)
@@ -219,7 +236,8 @@ class TubeletPruner(VideoViT):
         lambda_priv: float | None = None,
         grl_coeff: float | None = None,
     ) -> PrunerOutput:
-        x, ids, real_tokens, seq_lens = self.forward_pruned(video, keep_ratio, lambda_priv)
+        stages: list = []
+        x, ids, real_tokens, seq_lens = self.forward_pruned(video, keep_ratio, lambda_priv, stages)
         coeff = self.grl.coeff if grl_coeff is None else grl_coeff
         action_feature, privacy_feature = x[:, 0], x[:, 1]  # (B, D) each
         privacy_logits = self.privacy_head(self.head_drop(grad_reverse(privacy_feature, coeff)))
@@ -234,6 +252,7 @@ class TubeletPruner(VideoViT):
             tubelet_size=self.patch_embed.tubelet,
             real_tokens=real_tokens,
             seq_lens=seq_lens,
+            stage_scores=tuple(stages),
         )
 
 
@@ -245,6 +264,56 @@ def pruner_loss(
     ce = F.cross_entropy(out.action_logits.float(), action_labels)
     bce = F.binary_cross_entropy_with_logits(out.privacy_logits.float(), privacy_labels.float())
     return ce + privacy_weight * bce
+
+
+def tubelet_relevance(
+    model: TubeletPruner, video: torch.Tensor, action_labels: torch.Tensor, privacy_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) action and privacy relevance of every tubelet, each row summing to 1, detached (a target).
+
+    Relevance = |gradient x input| at the tubelet embedding, of the model's own log-likelihood of the true action
+    (resp. the true attributes, through the privacy head at GRL coefficient 1), from one unpruned forward in eval
+    mode: how much the prediction rests on that tubelet's own pixels. Attention alone is not that: from scratch the
+    action CLS rows settle on a few tokens and rank the rest by noise, and a choice by them reads worse than a random
+    one (docs/methods.md §1).
+    """
+    tokens: dict[str, torch.Tensor] = {}
+
+    def grab(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        tokens["x"] = output  # (B, N, D) the tubelet embeddings, before position and CLS
+
+    was_training = model.training
+    handle = model.patch_embed.register_forward_hook(grab)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            out = model(video, keep_ratio=1.0, grl_coeff=1.0)
+            x = tokens["x"]
+            act = out.action_logits.float().log_softmax(-1).gather(1, action_labels.view(-1, 1)).sum()
+            z, y = out.privacy_logits.float(), privacy_labels.float()
+            priv = (y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).sum()
+            g_act = torch.autograd.grad([act], [x], retain_graph=True)[0]
+            g_priv = torch.autograd.grad([priv], [x], allow_unused=True)[0]  # None with no attributes at all
+            g_priv = torch.zeros_like(x) if g_priv is None else g_priv
+    finally:
+        handle.remove()
+        model.train(was_training)
+    rel = [(g.float() * x.detach().float()).sum(-1).abs() for g in (g_act, g_priv)]  # each (B, N)
+    return tuple(r / r.sum(-1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny) for r in rel)  # type: ignore[return-value]
+
+
+def relevance_loss(out: PrunerOutput, rel_act: torch.Tensor, rel_priv: torch.Tensor) -> torch.Tensor:
+    """Mean over pruning stages and the two CLS tokens of KL(relevance || attention row) over the tubelets the stage
+    scored: teaches a_act to point where the action is read and a_priv where the attributes are, so the paper's
+    score s = a_act - lambda_priv * a_priv ranks tubelets by what they carry. (B, N) targets from tubelet_relevance."""
+    eps = 1e-8
+    terms = []
+    for a_act, a_priv, ids in out.stage_scores:
+        for a, rel in ((a_act, rel_act), (a_priv, rel_priv)):
+            t = rel.gather(1, ids)  # (B, n) the relevance of the tubelets this stage scored
+            t = t / t.sum(-1, keepdim=True).clamp_min(eps)
+            terms.append((t * ((t + eps).log() - (a.float() + eps).log())).sum(-1).mean())
+    return torch.stack(terms).mean() if terms else out.action_logits.new_zeros(())
 
 
 def pruner_tiny(**kwargs: Any) -> TubeletPruner:

@@ -49,6 +49,9 @@ class BenchmarkConfig:
     encoder_options: Any = field(default_factory=lambda: {
         "stem": "conv", "global_pool": "avg", "num_cls_tokens": 0, "fc_norm": True, "drop_path_rate": 0.1})
     pruner_options: Any = field(default_factory=lambda: {"stem": "conv", "drop_path_rate": 0.1})
+    # the pruner is fine-tuned from the trained encoder (the paper fine-tunes a pretrained backbone), at a lower lr
+    pruner_from_encoder: bool = True
+    pruner_lr: float = 1e-4
     label_smoothing: float = 0.1  # encoder's action cross-entropy
     # the encoder's second half trains on random subsets of each clip's tubelets (keep share in [1 - tubelet_drop, 1]),
     # so it reads what the pruner keeps (prune mode feeds it only the kept tubelets) as well as whole clips
@@ -128,7 +131,8 @@ def _train(kind: str, cfg: BenchmarkConfig, out: str, **fields) -> str:
         from pipelines.train.loop import TrainConfig, run_training
 
         tc = TrainConfig(kind=kind, storage_path=os.path.abspath(f"{cfg.out}/train"), out=out, seed=cfg.seed,
-                         num_workers=cfg.num_workers, batch_size=cfg.batch_size, lr=cfg.lr, clip_size=cfg.clip_size,
+                         num_workers=cfg.num_workers, batch_size=cfg.batch_size, lr=fields.pop("lr", cfg.lr),
+                         clip_size=cfg.clip_size,
                          motion_input=cfg.motion_input, grad_clip=cfg.grad_clip, **fields)  # fmt: skip
         result = run_training(tc)
     if result.error is not None or result.checkpoint is None:
@@ -172,10 +176,11 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
                         builder="video_vit_tiny", epochs=cfg.encoder_epochs, model_options=cfg.encoder_options,
                         label_smoothing=cfg.label_smoothing, tubelet_drop=cfg.tubelet_drop,
                         tubelet_drop_start=cfg.tubelet_drop_start, **common),  # fmt: skip
-        "pruner": step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner", builder="pruner_tiny",
-                       epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
-                       model_options=cfg.pruner_options, **common),  # fmt: skip
     }
+    start = {"init_from": f"{m}/encoder/model.safetensors", "lr": cfg.pruner_lr} if cfg.pruner_from_encoder else {}
+    models["pruner"] = step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner",
+                            builder="pruner_tiny", epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
+                            model_options=cfg.pruner_options, **start, **common)  # fmt: skip
     aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs, "num_actions": len(ACTIONS)}
     models["aam"] = step("2 train aam", _train, "aam", cfg, f"{m}/aam", name="aam", **aam)
     sweep_aams = {w: step(f"2 train aam w_b={w}", _train, "aam", cfg, f"{m}/aam_wb{w}", name=f"aam-wb{w}", w_b=w,

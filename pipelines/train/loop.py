@@ -43,6 +43,9 @@ class TrainConfig(TrainData):
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
     privacy_weight: float = 1.0
+    # pruner: weight of the loss that teaches the two CLS attention rows each tubelet's relevance (gradient x input of
+    # the true action / attributes, anon_core.models.pruner.tubelet_relevance); 0: the paper's losses alone
+    relevance_weight: float = 1.0
     label_smoothing: float = 0.0  # of the action cross-entropy
     grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     augment: bool = True  # random resized crop + brightness/contrast, the same in every frame (anon_core.augment)
@@ -119,6 +122,8 @@ class TrainConfig(TrainData):
         elif self.tubelet_drop and (self.kind != "encoder" or self.objective != "supervised"):
             errors.append("tubelet_drop trains a supervised encoder to read pruned clips; the pruner prunes itself and "
                           "MAE masks its own tubes: leave it 0")  # fmt: skip
+        if self.relevance_weight < 0:
+            errors.append(f"relevance_weight must be >= 0 (0: the paper's losses alone), got {self.relevance_weight}")
         if self.label_smoothing < 0 or self.label_smoothing >= 1 or self.grad_clip < 0:
             errors.append("label_smoothing must lie in [0, 1) and grad_clip must be >= 0 (0: off)")
         if self.clip_size % 16 or self.clip_frames % 2:
@@ -226,7 +231,7 @@ def train_func(cfg: dict) -> None:
     import torch
 
     from anon_core.models.grl import dann_coefficient
-    from anon_core.models.pruner import pruner_loss
+    from anon_core.models.pruner import pruner_loss, relevance_loss, tubelet_relevance
 
     from .clips import ClipStore, epoch_batches
     from .common import autocast, report_epoch, restore
@@ -272,8 +277,12 @@ def train_func(cfg: dict) -> None:
                     logits = model(x) if kept is None else model(x, kept.to(device))
                     loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
                 else:
+                    attrs = attributes[videos].to(device)
                     out = model(x, grl_coeff=dann_coefficient(min(1.0, step / max(1, total))))
-                    loss = pruner_loss(out, y, attributes[videos].to(device), cfg["privacy_weight"])
+                    loss = pruner_loss(out, y, attrs, cfg["privacy_weight"])
+                    if cfg["relevance_weight"] > 0:  # an extra unpruned forward and backward to the embeddings
+                        relevance = tubelet_relevance(core, x, y, attrs)  # (B, N) each, detached targets
+                        loss = loss + cfg["relevance_weight"] * relevance_loss(out, *relevance)
             optimizer_step(model, opt, sched, loss, cfg["grad_clip"])
             step += 1
             losses.append(loss.item())

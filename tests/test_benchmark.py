@@ -140,3 +140,13 @@ def test_a_dry_run_shows_what_a_run_would_do_and_what_is_already_done(bench, tmp
     assert "anonymize prune+aam\n" in out and "evaluate:" in out
     assert not fresh.exists()
     assert main(["benchmark", "--out", str(fresh), "videos=3", "--dry-run"]) == 2  # config errors first
+
+
+def test_a_pruner_started_from_the_encoder_must_share_its_stem():
+    from jobs.recipes.benchmark import BenchmarkConfig
+
+    assert not BenchmarkConfig().validate()
+    errors = BenchmarkConfig(pruner_options={"stem": "linear"}).validate()
+    assert any("pruner_from_encoder" in e and "same stem" in e for e in errors), errors
+    assert not BenchmarkConfig(pruner_options={"stem": "linear"}, pruner_from_encoder=False).validate()
+    assert any("pruner_lr" in e for e in BenchmarkConfig(pruner_lr=0.0).validate())

@@ -78,6 +78,13 @@ class BenchmarkConfig:
             errors.append("videos and bias_videos must be >= 16 (both splits need every action)")
         if min(self.encoder_epochs, self.pruner_epochs, self.aam_epochs) < 1:
             errors.append("training epochs must be >= 1")
+        enc, pru = dict(self.encoder_options or {}), dict(self.pruner_options or {})
+        if self.pruner_from_encoder and enc.get("stem", "linear") != pru.get("stem", "linear"):
+            errors.append(f"pruner_from_encoder: the encoder's stem ({enc.get('stem', 'linear')}) and the pruner's "
+                          f"({pru.get('stem', 'linear')}) differ, so its weights do not fit; give both the same stem "
+                          "in encoder_options and pruner_options, or set pruner_from_encoder=false")  # fmt: skip
+        if self.pruner_lr <= 0:
+            errors.append(f"pruner_lr must be > 0, got {self.pruner_lr}")
         unknown = sorted(set(self.bias_methods) - {"raw", *METHOD_MODES})
         if unknown:
             errors.append(f"bias_methods: {unknown} are not among raw, prune, aam, prune+aam")

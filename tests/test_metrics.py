@@ -61,7 +61,7 @@ def test_constant_attribute_is_skipped_with_warning():
     keep = [0, 1, 3, 5]
     assert report.cmap == pytest.approx(np.mean([average_precision_score(y[:, a], probs[:, a]) for a in keep]))
     with pytest.warns(UserWarning):
-        assert chance_cmap(y) == pytest.approx(y[:, keep].mean(0).mean())
+        assert chance_cmap(y) == pytest.approx(chance_cmap(y[:, keep]))  # the constant attributes do not count
     with pytest.raises(ValueError, match="constant"):
         average_precision(y[:, 2], probs[:, 2])
     with pytest.raises(ValueError, match="every attribute is constant"):
@@ -85,13 +85,21 @@ def test_nan_inputs_raise(call):
         call(y, probs)
 
 
-def test_chance_cmap_is_ap_of_uninformative_scorer():
-    y, _ = _attacker_data(1, n=400)
-    # a constant scorer ties everything: AP = prevalence exactly
-    assert cmap(y, np.zeros(y.shape)) == pytest.approx(chance_cmap(y), rel=1e-12)
+def test_chance_cmap_is_the_expected_ap_of_a_random_ranking():
+    # exact: the mean AP over every ranking of a small set (4 rows, 2 positives: 6 orders of the labels)
+    from itertools import permutations
+
+    y = np.array([[1], [1], [0], [0]])
+    orders = {p for p in permutations(range(4))}
+    exact = np.mean([average_precision_score(y[:, 0], -np.array(np.argsort(p), float)) for p in orders])
+    assert chance_cmap(y) == pytest.approx(exact, rel=1e-12)
+    # and on a test set of the benchmark's size: above the prevalence, which a constant scorer gets
+    y, _ = _attacker_data(1, n=200)
     rng = np.random.default_rng(0)
-    random_cmaps = [cmap(y, rng.random(y.shape)) for _ in range(50)]
-    assert np.mean(random_cmaps) == pytest.approx(chance_cmap(y), abs=0.02)
+    random_cmaps = [cmap(y, rng.random(y.shape)) for _ in range(2000)]
+    assert np.mean(random_cmaps) == pytest.approx(chance_cmap(y), abs=0.002)
+    assert cmap(y, np.zeros(y.shape)) == pytest.approx(y.mean(0).mean(), rel=1e-12)  # ties: AP = prevalence
+    assert chance_cmap(y) - y.mean(0).mean() > 0.008  # the prevalence would read an attacker at chance as leaking
 
 
 def test_normalized_leakage_on_constructed_attackers():
@@ -99,8 +107,9 @@ def test_normalized_leakage_on_constructed_attackers():
     chance = chance_cmap(y)
     raw = cmap(y, y + 0.0)  # a perfect raw attacker
     assert raw == pytest.approx(1.0)
-    anonymized_at_chance = cmap(y, np.full(y.shape, 0.5))
-    assert normalized_leakage(anonymized_at_chance, raw, chance) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(0)
+    anonymized_at_chance = np.mean([cmap(y, rng.random(y.shape)) for _ in range(2000)])  # learned nothing
+    assert normalized_leakage(anonymized_at_chance, raw, chance) == pytest.approx(0.0, abs=0.005)
     assert normalized_leakage(raw, raw, chance) == pytest.approx(1.0)
     half = chance + 0.5 * (raw - chance)
     assert normalized_leakage(half, raw, chance) == pytest.approx(0.5)

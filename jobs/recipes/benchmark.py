@@ -61,7 +61,7 @@ class BenchmarkConfig:
     num_workers: int = 2
     keep_pixels: int = 56
     sweep_lambda_priv: list[float] = field(default_factory=lambda: [0.0, 3.0])
-    sweep_keep_ratio: list[float] = field(default_factory=lambda: [0.5])
+    sweep_keep_ratio: list[float] = field(default_factory=lambda: [0.25, 0.5])
     sweep_w_b: list[float] = field(default_factory=lambda: [0.3, 3.0])
     baselines: list[str] = field(default_factory=lambda: ["blur", "down2", "down4", "blacken"])
     bias_methods: list[str] = field(default_factory=lambda: ["raw", "prune", "aam", "prune+aam"])  # on the bias corpus
@@ -231,9 +231,10 @@ def anonymize_runs(cfg: BenchmarkConfig, sweep_aams: dict) -> list[tuple[str, di
         ("aam", {"mode": "aam"}, None),
         ("prune+aam", {"mode": "prune+aam"}, None),
         *[(b, {"mode": b, **px}, None) for b in cfg.baselines],
-        *[(f"prune lambda={v:g}", {"mode": "prune", "lambda_priv": v}, Sweep("lambda_priv", v))
+        # pruning's sweep points keep their pixels too: the masked video is released beside the features
+        *[(f"prune lambda={v:g}", {"mode": "prune", "lambda_priv": v, **px}, Sweep("lambda_priv", v))
           for v in cfg.sweep_lambda_priv],
-        *[(f"prune keep={v:g}", {"mode": "prune", "keep_ratio": v}, Sweep("keep_ratio", v))
+        *[(f"prune keep={v:g}", {"mode": "prune", "keep_ratio": v, **px}, Sweep("keep_ratio", v))
           for v in cfg.sweep_keep_ratio],
         *[(f"aam w_b={w:g}", {"mode": "aam", "aam": sweep_aams[w]}, Sweep("w_b", w)) for w in cfg.sweep_w_b],
     ]  # fmt: skip

@@ -256,12 +256,10 @@ def write_markdown(report: dict, path: str, plots: dict[str, str] | None = None)
         "",
         "## Chance floors",
         "",
-        f"What a random guess scores: {_chance_line(report)} (percent). A random attacker's cMAP is the mean "
-        + (
-            f"prevalence of the {len(attributes)} attributes ({', '.join(attributes)})."
-            if attributes
-            else "attribute prevalence."
-        ),  # fmt: skip
+        f"What a random guess scores: {_chance_line(report)} (percent). A random attacker's cMAP is the expected "
+        "average precision of a random ranking of the test rows, over "
+        + (f"the {len(attributes)} attributes ({', '.join(attributes)})" if attributes else "the attributes")
+        + ": a little above their mean prevalence on a finite test set.",  # fmt: skip
         "",
         "## Main results",
         "",

@@ -104,3 +104,21 @@ def test_attackers_refuse_broken_inputs(split):
         knn_attacker(rng.standard_normal((N_TRAIN, 4)), ytr, bad, yte)
     with pytest.raises(ValueError, match="kind"):
         train_attacker("svm", rng.standard_normal((N_TRAIN, 4)), ytr, rng.standard_normal((N_TEST, 4)), yte)
+
+
+def test_whitened_attackers_read_a_low_variance_direction(split):
+    """Each attribute hides in the small difference of two coordinates that share a large common swing: per-dimension
+    standardization leaves the swing dominant, so k-NN neighbours ignore the attribute; PCA whitening scales the
+    difference direction up to the swing's size and the neighbours follow it."""
+    ytr, yte, rng = split
+
+    def hidden(y):
+        swing = 10.0 * rng.standard_normal((len(y), A))
+        eps = 0.1 * (y - 0.5) + 0.01 * rng.standard_normal(y.shape)
+        return np.concatenate([swing + eps, swing - eps], axis=1)  # (N, 2A): attribute a in x[a] - x[A + a]
+
+    xtr, xte = hidden(ytr), hidden(yte)
+    plain, white = knn_attacker(xtr, ytr, xte, yte), knn_attacker(xtr, ytr, xte, yte, whiten=True)
+    assert white.name == "knn_whitened" and plain.name == "knn"
+    assert white.cmap > 0.95 > plain.cmap + 0.2, (plain.cmap, white.cmap)
+    assert train_attacker("mlp", xtr, ytr, xte, yte, epochs=30, whiten=True).name == "mlp_whitened"

@@ -57,7 +57,7 @@ def test_exact_features_leak_everything(exact):
     assert f["reid"]["rank1"]["value"] > 0.9 and f["reid"]["ratio_to_chance"] > 5
     for fig in (f["privacy"]["worst"]["cmap"], f["utility"]["video_top1"], f["reid"]["rank1"]):
         assert fig["low"] <= fig["value"] <= fig["high"]
-    assert set(f["privacy"]["attackers"]) == {"linear", "mlp", "knn"}
+    assert set(f["privacy"]["attackers"]) == {"linear", "mlp", "knn", "mlp_whitened", "knn_whitened"}
     assert len(f["privacy"]["per_attribute_ap"]) == A
 
 

@@ -26,8 +26,10 @@ from ..modes import METHOD_MODES
 
 FORMAT = "anonvid-report/1"
 TARGET_FAMILIES = METHOD_MODES  # raw, baselines and sweep points are not judged
-ATTACKERS = ("linear", "mlp", "knn", "video_model")  # display order; unknown attackers follow, sorted
-ATTACKER_LABELS = {"linear": "linear", "mlp": "MLP (2 layers)", "knn": "k-NN", "video_model": "video model"}
+# display order; unknown attackers follow, sorted
+ATTACKERS = ("linear", "mlp", "knn", "mlp_whitened", "knn_whitened", "video_model")
+ATTACKER_LABELS = {"linear": "linear", "mlp": "MLP (2 layers)", "knn": "k-NN", "mlp_whitened": "MLP, whitened",
+                   "knn_whitened": "k-NN, whitened", "video_model": "video model"}  # fmt: skip
 FAMILY_COLORS = {"raw": "black", "prune": "tab:blue", "aam": "tab:orange", "prune+aam": "tab:green",
                  "baseline": "tab:gray"}  # fmt: skip
 PARAM_LABELS = {"lambda_priv": "λ_priv", "keep_ratio": "keep ratio", "w_b": "w_B"}
@@ -150,7 +152,8 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
               *(f"`{p}` probe top-1" for p in probes)]  # fmt: skip
     note = (
         "Point estimate [95% bootstrap CI], in percent except normalized leakage; — = not measured. "
-        "Worst case over the attacker pool (linear, MLP, k-NN, and a re-trained video model on pixel outputs), "
+        "Worst case over the attacker pool (linear, MLP, k-NN, the MLP and k-NN on whitened features, and a "
+        "re-trained video model on pixel outputs), "
         "each trained on the anonymized training split: lower cMAP and macro-F1 = more private. "
         f"Normalized leakage = (cMAP − chance) / (cMAP of {_code(ref)} − chance): 1 = leaks like {_code(ref)}, "
         "0 = at chance. Bias gap: accuracy gap between groups in points (its change vs the reference). "

@@ -22,6 +22,8 @@ STEPS = [
      ["epochs=1", "depth=2"]),
     ("train_pruner_tiny.yaml", "anonvid train pruner --config jobs/configs/train_pruner_tiny.yaml", ["epochs=1"]),
     ("train_aam_tiny.yaml", "anonvid train aam --config jobs/configs/train_aam_tiny.yaml", ["epochs=3"]),
+    ("train_aam_tiny.yaml", "anonvid train aam --config jobs/configs/train_aam_tiny.yaml "
+     "pruner=demo_out/models/pruner-trained name=aam-tiny-pruned out=demo_out/models/aam-trained-pruned", ["epochs=2"]),
     ("anonymize_tiny.yaml", "anonvid anonymize --config jobs/configs/anonymize_tiny.yaml", []),
     ("evaluate_tiny.yaml", "anonvid anonymize --config jobs/configs/anonymize_tiny.yaml mode=raw allow_raw=true "
      "output=demo_out/features-raw", []),

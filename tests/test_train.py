@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 pytestmark = [pytest.mark.slow]
 
@@ -320,3 +322,34 @@ def test_mae_pretrains_an_encoder_on_unlabelled_videos_and_a_supervised_run_star
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     start = load_bundle(str(tmp_path / "tuned"), expect_kind="encoder")[0]
     assert start.head.out_features == 8  # a fresh action head on the pre-trained body
+
+
+def test_prune_aam_features_are_the_encoders_features_of_the_kept_tubelets(tiny_models):
+    """An AAM for prune+aam (AamTrainConfig.pruner) learns from the anonymize job's own prune -> encode stages: the
+    encoder reads exactly the tubelets the pruner keeps, on the masked clip."""
+    from anon_core.models.bundle import load_bundle, normalize_clips
+    from pipelines.train.aam_data import clip_features, feature_steps
+
+    clips = np.random.default_rng(0).integers(0, 256, (2, 16, 112, 112, 3), dtype=np.uint8)
+    plain = clip_features(feature_steps(tiny_models["encoder"]), clips.copy())
+    pruned = clip_features(feature_steps(tiny_models["encoder"], tiny_models["pruner"]), clips.copy())
+    encoder, e_info = load_bundle(tiny_models["encoder"], expect_kind="encoder")
+    pruner, p_info = load_bundle(tiny_models["pruner"], expect_kind="pruner")
+    x = torch.from_numpy(clips)
+    with torch.inference_mode():
+        out = pruner.eval()(normalize_clips(x, p_info.input["mean"], p_info.input["std"]))
+        masked = torch.where(out.pixel_mask()[:, 0, ..., None], x, torch.zeros((), dtype=x.dtype))  # (B, T, H, W, 3)
+        xe = normalize_clips(masked, e_info.input["mean"], e_info.input["std"])
+        by_hand = encoder.eval().forward_head(encoder.forward_features(xe, kept_ids=out.kept_ids), pre_logits=True)
+    assert out.kept_ids.shape[1] < encoder.patch_embed.num_patches  # something was pruned
+    np.testing.assert_allclose(pruned, by_hand.numpy(), atol=1e-5)
+    assert np.abs(pruned - plain).max() > 1e-3
+
+
+def test_an_aam_for_prune_aam_refuses_a_pruner_that_is_not_one(tiny_models, small_corpus):
+    from pipelines.train.aam_loop import AamTrainConfig
+
+    cfg = AamTrainConfig(manifest=str(small_corpus / "labels.parquet"), encoder=tiny_models["encoder"],
+                         storage_path="-", name="aam", pruner=tiny_models["aam"])  # fmt: skip
+    (error,) = cfg.encoder_errors()
+    assert "not a tubelet pruner" in error and tiny_models["aam"] in error

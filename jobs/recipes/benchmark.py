@@ -1,8 +1,9 @@
 """The benchmark recipe: the whole privacy/utility protocol on a generated corpus, in one command. Reads top to bottom:
 
     1. generate the corpus and a --bias-protocol corpus (OUT/corpus, OUT/bias)
-    2. train on Ray Train: the encoder (action pretraining), the pruner (2603.26336), the AAM (2511.08666) and the
-       AAMs of the L_B-weight sweep, on the corpus's train split
+    2. train on Ray Train: the encoder (action pretraining), the pruner (2603.26336), the AAM (2511.08666), the AAM
+       for prune+aam (on the features of the pruner's kept tubelets) and the AAMs of the L_B-weight sweep, on the
+       corpus's train split
     3. anonymize every video with the real job: raw (the reference), prune, aam, prune+aam, the papers' pixel
        baselines (blur, downsample x2 / x4, blackening) and the sweep points (lambda_priv, keep ratio, w_b); pixel
        outputs keep a small copy of their pixels for the video-model attacker; the main methods also on the bias
@@ -27,6 +28,7 @@ from typing import Any
 from pipelines.modes import METHOD_MODES, MODES
 
 BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+AAM_OF_MODE = {"prune+aam": "aam_pruned"}  # the AAM bundle each mode uses (the one trained on its features)
 
 
 @dataclass
@@ -154,7 +156,8 @@ def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dic
 
     job = AnonymizeConfig(output=output, manifest=manifest, mode=mode, allow_raw=mode == "raw",
                           encoder=models["encoder"], pruner=models["pruner"] if MODES[mode].pruner else None,
-                          aam=kw.pop("aam", models["aam"]) if MODES[mode].aam else None, **kw)  # fmt: skip
+                          aam=kw.pop("aam", models[AAM_OF_MODE.get(mode, "aam")]) if MODES[mode].aam else None,
+                          **kw)  # fmt: skip
     with open(os.devnull, "w") as quiet:
         summary = run_anonymize(job, log=quiet)
     if summary.get("videos_failed"):
@@ -190,6 +193,9 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
                             model_options=cfg.pruner_options, **start, **common)  # fmt: skip
     aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs, "num_actions": len(ACTIONS)}
     models["aam"] = step("2 train aam", _train, "aam", cfg, f"{m}/aam", name="aam", **aam)
+    # prune+aam's AAM learns the features prune+aam hands it: those of the pruner's kept tubelets
+    models["aam_pruned"] = step("2 train aam for prune+aam", _train, "aam", cfg, f"{m}/aam_pruned", name="aam-pruned",
+                                pruner=models["pruner"], **aam)  # fmt: skip
     sweep_aams = {w: step(f"2 train aam w_b={w}", _train, "aam", cfg, f"{m}/aam_wb{w}", name=f"aam-wb{w}", w_b=w,
                           **aam) for w in cfg.sweep_w_b}  # fmt: skip
 
@@ -249,7 +255,7 @@ def dry_run(cfg: BenchmarkConfig, log=print) -> dict:
     generated, trained or anonymized."""
     m = f"{cfg.out}/models"
     trainings = {"encoder": cfg.encoder_epochs, "pruner": cfg.pruner_epochs, "aam": cfg.aam_epochs,
-                 **{f"aam_wb{w}": cfg.aam_epochs for w in cfg.sweep_w_b}}  # fmt: skip
+                 "aam_pruned": cfg.aam_epochs, **{f"aam_wb{w}": cfg.aam_epochs for w in cfg.sweep_w_b}}  # fmt: skip
     trained = {name: _bundle_exists(f"{m}/{name}") for name in trainings}
     runs = [name for name, _, _ in anonymize_runs(cfg, {w: f"{m}/aam_wb{w}" for w in cfg.sweep_w_b})]
     done = {n: os.path.exists(f"{cfg.out}/features/{_folder(n)}/_output.json") for n in runs}

@@ -9,6 +9,10 @@ would have nothing to push apart; for such an encoder the static view is the fra
 The clips come from the training jobs' decode-once cache (`clips.py`: decode failures are counted, logged and
 written there as error rows), so the features are one encoder pass over already-decoded clips.
 
+With a `pruner` (an AAM for prune+aam), every clip, the static views too, first goes through the pruner and the
+encoder reads what it kept: the anonymize job's own PruneClips and EncodeClips stages, so the AAM learns (and its
+eraser is fitted on) exactly the features prune+aam hands it.
+
 Rows: video int64 (the labels' index), dim int64 (D), and as raw bytes (plain Parquet, readable without Ray's
 tensor extension): h (C, D) float32 with mask (C,) bool (C = max_clips; a video's clips are spread over it) and
 static (2, D) float32. Labels are joined by `video` in the training loop, so a
@@ -24,30 +28,56 @@ import numpy as np
 
 from anon_core.video import panned_clip, static_clip
 
-from ..stages.workers import ModelResources, ModelRunner
+from ..stages.workers import ModelResources
+
+
+def feature_steps(encoder_uri: str, pruner_uri: str | None = None, resources: ModelResources | None = None) -> list:
+    """The anonymize job's model stages that make a clip's features: [PruneClips (with a pruner)], EncodeClips; set
+    up (models loaded)."""
+    from ..stages.encode import EncodeClips
+    from ..stages.prune import PruneClips
+
+    res = resources or ModelResources()
+    steps: list = [PruneClips(pruner_uri, resources=res)] if pruner_uri else []
+    steps.append(EncodeClips(encoder_uri, res, pruner_uri))
+    for step in steps:
+        step.setup()
+    return steps
+
+
+def clip_features(steps: list, clips: np.ndarray) -> np.ndarray:
+    """(n, T, S, S, 3) uint8 clips -> (n, D) float32 features, through `feature_steps` on clip rows."""
+    from ..stages.rows import OK, error_fields
+
+    n = len(clips)
+    batch = {"video_id": np.zeros(n, dtype=object), "kind": np.full(n, "clip", dtype=object), "clip": clips,
+             **error_fields(n)}  # fmt: skip
+    for step in steps:
+        batch = step(batch)
+    failed = batch["error_type"] != OK
+    if failed.any():  # a training run must not learn from zeros (the job would have failed these videos)
+        i = int(np.flatnonzero(failed)[0])
+        raise RuntimeError(f"AAM feature extraction: {batch['error_stage'][i]} failed: {batch['error_message'][i]}")
+    return batch["features"]
 
 
 class ExtractAamFeatures:
-    """Actor: the frozen encoder loaded once; a batch of video indices in, one feature row per video out."""
+    """Actor: the frozen encoder (and pruner) loaded once; a batch of video indices in, one feature row per video
+    out."""
 
     def __init__(self, encoder_uri: str, cache: str, max_clips: int = 8, seed: int = 0,
-                 resources: ModelResources | None = None, static_view: str = "auto") -> None:  # fmt: skip
+                 resources: ModelResources | None = None, static_view: str = "auto",
+                 pruner_uri: str | None = None) -> None:  # fmt: skip
         from .clips import ClipStore
 
-        self.runner = ModelRunner(resources)
-        self.model, self.info = self.runner.load(encoder_uri, "encoder")
+        self.steps = feature_steps(encoder_uri, pruner_uri, resources)
+        self.model = self.steps[-1].model
         self.store = ClipStore(cache)
         self.max_clips, self.seed = max_clips, seed
         self.view = static_view_for(static_view, self.model)
 
     def _encode(self, clips: np.ndarray) -> np.ndarray:
-        from anon_core.models.bundle import normalize_clips
-
-        torch = self.runner.torch
-        x = torch.from_numpy(clips).to(self.runner.device)
-        x = normalize_clips(x, self.info.input["mean"], self.info.input["std"])  # (B, 3, T, S, S)
-        with torch.inference_mode(), self.runner.autocast():
-            return self.model.forward_head(self.model.forward_features(x), pre_logits=True).float().cpu().numpy()
+        return clip_features(self.steps, clips)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: dict[str, list] = {"video": [], "h": [], "mask": [], "static": []}
@@ -92,11 +122,12 @@ def static_view_for(requested: str, encoder) -> str:
 
 
 def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_root: str, max_clips: int = 8,
-                        seed: int = 0, log=print, static_view: str = "auto") -> str:  # fmt: skip
+                        seed: int = 0, log=print, static_view: str = "auto",
+                        pruner_uri: str | None = None) -> str:  # fmt: skip
     """The AAM rows of these videos, extracted once to Parquet under `cache_root`/aam_features/<key>/ and read from
     there by every later run with the same clips, encoder weights, max_clips and seed (an L_B-weight sweep or a
-    resumed run reuses them). A `_complete.json` marker written after the files makes a half-written extraction
-    count as absent. Returns the folder's URI."""
+    resumed run reuses them; a pruner's weights are part of the key). A `_complete.json` marker written after the
+    files makes a half-written extraction count as absent. Returns the folder's URI."""
     import fsspec
     import pyarrow.fs
     import ray.data
@@ -105,7 +136,9 @@ def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_r
 
     encoder, info = load_bundle(encoder_uri, expect_kind="encoder")
     view = static_view_for(static_view, encoder)
-    key = json.dumps([cache, sorted(videos), info.model_id, max_clips, seed] + ([view] if view != "still" else []))
+    pruned = [load_bundle(pruner_uri, expect_kind="pruner")[1].model_id] if pruner_uri else []
+    key = json.dumps([cache, sorted(videos), info.model_id, max_clips, seed] + ([view] if view != "still" else [])
+                     + pruned)  # fmt: skip
     uri = f"{cache_root.rstrip('/')}/aam_features/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     fs, path = fsspec.core.url_to_fs(uri)
     if fs.exists(f"{path}/_complete.json"):
@@ -119,13 +152,13 @@ def cached_aam_features(cache: str, videos: list[int], encoder_uri: str, cache_r
     ds.map_batches(
         ExtractAamFeatures,
         fn_constructor_kwargs={"encoder_uri": encoder_uri, "cache": cache, "max_clips": max_clips, "seed": seed,
-                               "resources": res, "static_view": view},  # fmt: skip
+                               "resources": res, "static_view": view, "pruner_uri": pruner_uri},  # fmt: skip
         batch_size=8,
         **{k: v for k, v in res.ray_args().items() if k != "batch_size"},
     ).write_parquet(path, filesystem=arrow_fs)
     with fs.open(f"{path}/_complete.json", "w") as f:
-        json.dump({"key": json.loads(key), "encoder": encoder_uri}, f)
-    log(f"AAM features extracted to {uri} (static view: {view})")
+        json.dump({"key": json.loads(key), "encoder": encoder_uri, "pruner": pruner_uri}, f)
+    log(f"AAM features extracted to {uri} (static view: {view}{', clips pruned first' if pruner_uri else ''})")
     return uri
 
 

@@ -2,6 +2,9 @@
 step on w_lc * L_LC + w_t * L_T - w_b * L_B per batch of videos. The checkpoint is an AAM bundle; the action head
 (training only) rides in train_state.pt.
 
+With `pruner` set (an AAM for prune+aam), the features are those of the clips' kept tubelets, as the anonymize job
+computes them in prune+aam mode.
+
 Every worker holds the extracted features (small: one row per video) and walks its share of the training videos in
 a seeded order per epoch; after each epoch every worker computes the same objective on the held-out videos, and the
 epoch with the lowest validation objective (utility, consistency and privacy together, as trained) is exported.
@@ -26,6 +29,9 @@ class AamTrainConfig(TrainData):
     encoder: str  # the frozen encoder's bundle
     storage_path: str
     name: str
+    # an AAM for prune+aam: this tubelet pruner's bundle runs first and the encoder reads what it keeps, as in the
+    # anonymize job, so the adapter and its eraser learn the features they will anonymize (docs/methods.md §2)
+    pruner: str | None = None
     epochs: int = 5
     warm_start_epochs: int = 1  # L_LC only: f_A starts as the identity
     batch_size: int = 32  # videos per worker
@@ -91,6 +97,19 @@ class AamTrainConfig(TrainData):
             return [f"the encoder {self.encoder} takes {frames} frames at {size}px, but this run decodes "
                     f"{self.clip_frames} x {self.clip_size} clips: set clip_frames={frames} clip_size={size} (and "
                     f"run the anonymize job with --clip-frames {frames} --clip-size {size})"]  # fmt: skip
+        if self.pruner is None:
+            return []
+        try:
+            pruner = read_bundle_config(self.pruner)
+        except (FileNotFoundError, ValueError) as e:
+            return [f"pruner: {e}"]
+        if pruner["kind"] != "pruner":
+            return [f"pruner: {self.pruner} holds a {pruner['kind']} ({pruner['builder']}), not a tubelet pruner"]
+        p_input = pruner.get("input", {})
+        if (p_input.get("num_frames"), p_input.get("size")) != (frames, size):
+            return [f"the pruner {self.pruner} takes {p_input.get('num_frames')} frames at {p_input.get('size')}px "
+                    f"and the encoder {frames} at {size}px: prune+aam runs them on the same clips, so train both "
+                    "for one clip size"]  # fmt: skip
         return []
 
 
@@ -177,7 +196,8 @@ def aam_train_func(cfg: dict) -> None:
             metrics["erased_dims"] = fit_eraser(core, feats, np.concatenate([train, val]), attributes,
                                                 cfg["erase"] == "pairs", B, cfg["erase_mlp_fraction"])  # fmt: skip
         metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
-        report_epoch(core, "aam_for_dim", kwargs, {"epoch": epoch, "encoder": cfg["encoder"], "run": cfg["name"]},
+        meta = {"epoch": epoch, "encoder": cfg["encoder"], "pruner": cfg["pruner"], "run": cfg["name"]}
+        report_epoch(core, "aam_for_dim", kwargs, meta,
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
@@ -247,11 +267,12 @@ def run_aam_training(cfg: AamTrainConfig, log=print):
     if errors:
         raise ValueError("; ".join(errors))
     cfg.encoder = local_or_uri(cfg.encoder)  # the extraction's workers on a running cluster have their own cwd
+    cfg.pruner = local_or_uri(cfg.pruner) if cfg.pruner else None
     prepared = prepare_data(cfg, log)
     loop = prepared.loop_config()
     features = cached_aam_features(prepared.cache, loop["train_videos"] + loop["val_videos"], cfg.encoder,
                                    local_or_uri(cfg.storage_path), cfg.max_clips, cfg.seed, log,
-                                   cfg.static_view)  # fmt: skip
+                                   cfg.static_view, cfg.pruner)  # fmt: skip
     dim = int(read_bundle_config(cfg.encoder)["embed_dim"])
     log(f"training the AAM on {len(loop['train_videos'])} videos, validating on {len(loop['val_videos'])}")
     config = {**asdict(cfg), **loop, "dim": dim, "features": features, "num_actions": len(prepared.labelled.classes)}

@@ -82,16 +82,11 @@ class AamTrainConfig(TrainData):
 
     def encoder_errors(self) -> list[str]:
         """The bundle must be an encoder that takes the clips this run decodes: a convolutional encoder (torchvision's)
-        runs on any clip, and its features would then not be the ones the anonymize job makes. Reads only the
-        bundle's config.json, before anything is decoded."""
-        from anon_core.models.bundle import read_bundle_config
-
-        try:
-            config = read_bundle_config(self.encoder)
-        except (FileNotFoundError, ValueError) as e:
-            return [f"encoder: {e}"]
-        if config["kind"] != "encoder":
-            return [f"encoder: {self.encoder} holds a {config['kind']} ({config['builder']}), not an encoder"]
+        runs on any clip, and its features would then not be the ones the anonymize job makes; a `pruner` must be a
+        tubelet pruner on the same clips. Reads only the bundles' config.json, before anything is decoded."""
+        config, error = _bundle_config(self.encoder, "encoder", "an encoder")
+        if error:
+            return [error]
         frames, size = config.get("input", {}).get("num_frames"), config.get("input", {}).get("size")
         if (frames, size) != (self.clip_frames, self.clip_size):
             return [f"the encoder {self.encoder} takes {frames} frames at {size}px, but this run decodes "
@@ -99,18 +94,28 @@ class AamTrainConfig(TrainData):
                     f"run the anonymize job with --clip-frames {frames} --clip-size {size})"]  # fmt: skip
         if self.pruner is None:
             return []
-        try:
-            pruner = read_bundle_config(self.pruner)
-        except (FileNotFoundError, ValueError) as e:
-            return [f"pruner: {e}"]
-        if pruner["kind"] != "pruner":
-            return [f"pruner: {self.pruner} holds a {pruner['kind']} ({pruner['builder']}), not a tubelet pruner"]
+        pruner, error = _bundle_config(self.pruner, "pruner", "a tubelet pruner")
+        if error:
+            return [error]
         p_input = pruner.get("input", {})
         if (p_input.get("num_frames"), p_input.get("size")) != (frames, size):
             return [f"the pruner {self.pruner} takes {p_input.get('num_frames')} frames at {p_input.get('size')}px "
                     f"and the encoder {frames} at {size}px: prune+aam runs them on the same clips, so train both "
                     "for one clip size"]  # fmt: skip
         return []
+
+
+def _bundle_config(uri: str, kind: str, noun: str) -> tuple[dict, str | None]:
+    """(the bundle's config.json, None), or ({}, the error) when it is unreadable or holds another kind of model."""
+    from anon_core.models.bundle import read_bundle_config
+
+    try:
+        config = read_bundle_config(uri)
+    except (FileNotFoundError, ValueError) as e:
+        return {}, f"{kind}: {e}"
+    if config["kind"] != kind:
+        return {}, f"{kind}: {uri} holds a {config['kind']} ({config['builder']}), not {noun}"
+    return config, None
 
 
 def aam_train_func(cfg: dict) -> None:

@@ -106,6 +106,15 @@ def _privacy(pool: dict[str, AttackResult], test: Split, attributes, n_boot: int
     }, worst
 
 
+def holdout_groups(split: Split) -> np.ndarray:
+    """What the attackers' and probes' validation hold-out keeps together: the person where every training row names
+    one (the test split holds out whole people, so the choice is made on people the attacker has not seen), else
+    the video (clips of one video are never split between fitting and choosing)."""
+    if split.identity is not None and len(split.identity) and (np.asarray(split.identity) >= 0).all():
+        return np.char.add("person:", np.asarray(split.identity).astype(str))
+    return np.char.add("video:", np.asarray(split.video).astype(str))
+
+
 def video_means(x: np.ndarray, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) clip rows -> (V, D) per-video means and the row index of each video's first clip."""
     _, first, inv = np.unique(video, return_index=True, return_inverse=True)
@@ -151,10 +160,11 @@ def evaluate_split(
     for s in (train, test):
         if s.x.ndim != 2:
             raise ValueError(f"evaluate_split needs (N, D) features, got {s.x.shape}; pixels go to evaluate_pixels")
+    groups = holdout_groups(train)
     probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
-                         seed=seed, epochs=epochs)  # fmt: skip
+                         seed=seed, epochs=epochs, groups=groups)  # fmt: skip
     utility = _utility(probe, test, n_boot, seed)
-    pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs)
+    pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs, groups=groups)
     privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
     figures = {
         "n_train": int(len(train.x)), "n_test": int(len(test.x)), "dim": int(train.x.shape[1]),
@@ -169,7 +179,8 @@ def task_probe(train: Split, test: Split, y_train: np.ndarray, y_test: np.ndarra
     """Utility on another task: a linear probe for labels y (one int class per row) on the same features, video-level
     top-1 with its CI, and the majority-class chance over test videos. Used for tasks no model was trained for."""
     classes = int(max(y_train.max(), y_test.max()) + 1)
-    probe = action_probe(train.x, y_train, test.x, y_test, test.video, num_classes=classes, seed=seed, epochs=epochs)
+    probe = action_probe(train.x, y_train, test.x, y_test, test.video, num_classes=classes, seed=seed, epochs=epochs,
+                         groups=holdout_groups(train))  # fmt: skip
     _, first = np.unique(test.video, return_index=True)
     chance = float(np.bincount(y_test[first]).max() / len(first))
     return {"video_top1": _ci(_video_top1, probe.probs, y_test, groups=test.video, n_boot=n_boot, seed=seed,
@@ -255,7 +266,7 @@ def evaluate_bias(
     if train.group is None or test.group is None:
         raise ValueError("evaluate_bias needs Split.group (e.g. gender_proxy) on both splits")
     probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
-                         seed=seed, epochs=epochs)  # fmt: skip
+                         seed=seed, epochs=epochs, groups=holdout_groups(train))  # fmt: skip
     # video level: average each video's clip probabilities, one prediction per video
     probs, first = video_means(probe.probs, test.video)
     labels, groups = test.action[first], test.group[first]

@@ -2,9 +2,10 @@
 
 Feature attackers (`anon_core.attackers`) judge what an anonymizer's *features* leak. Anonymizers that output
 pixels (masks, blurs, learned pixel filters) are judged here by a small 3D CNN trained from scratch on the
-anonymized train clips and scored on the anonymized test clips after every epoch; the best epoch counts ("best over
-epochs": the strongest attacker). The same network and loop, trained with cross-entropy on the action, measures
-utility.
+anonymized train clips for a fixed cosine schedule and scored once, after its last epoch, on the anonymized test
+clips: nothing is chosen on the test split (the feature attackers choose their epochs on a validation part of the
+training split; a network this size costs too much to fit twice per method, and its annealed last epoch is where its
+schedule is meant to end). The same network and loop, trained with cross-entropy on the action, measures utility.
 
     attack = train_pixel_attacker(clips_train, attrs_train, clips_test, attrs_test)   # AttackResult "video_model"
     util = pixel_action_probe(clips_train, action_train, clips_test, action_test, video_ids_test)
@@ -154,7 +155,6 @@ def _fit(
     xte: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     num_outputs: int,
-    score_fn: Callable[[torch.Tensor], float],
     *,
     epochs: int,
     lr: float,
@@ -162,13 +162,9 @@ def _fit(
     seed: int,
     width: int,
     hflip: bool,
-) -> tuple[tuple[float, torch.Tensor, int], list[float]]:
-    """Train a fresh SmallVideoNet on uint8 clips; after every epoch score the test split with score_fn(logits).
-
-    Returns (best score, its test logits, its epoch index) and the per-epoch scores. Deterministic given seed.
-    Ties go to the later epoch, unlike `attackers._train_eval`: an easy attribute reaches cMAP 1.0 in epoch 1 with
-    probabilities still near the prior, and macro-F1 at 0.5 should come from the trained model.
-    """
+) -> tuple[torch.Tensor, list[float]]:
+    """Train a fresh SmallVideoNet on uint8 clips for `epochs` epochs of a cosine schedule; returns its test logits
+    after the last one and the mean training loss of each epoch. Deterministic given seed."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # weights and dropout
     # channels-last conv3d is faster on CPU (oneDNN): about 0.7x the time per step here
@@ -176,23 +172,23 @@ def _fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = -(-len(xtr) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    history, best = [], (-np.inf, None, -1)
-    for epoch in range(epochs):
+    history = []
+    for _ in range(epochs):
         model.train()
+        total = 0.0
         for idx in torch.randperm(len(xtr), generator=g).split(batch_size):
             opt.zero_grad(set_to_none=True)
             x = _augment(_normalise(xtr[idx]), g, hflip).contiguous(memory_format=CL)
-            loss_fn(model(x), ytr[idx]).backward()
+            loss = loss_fn(model(x), ytr[idx])
+            loss.backward()
             opt.step()
             sched.step()
-        model.eval()
-        with torch.no_grad():
-            logits = torch.cat([model(_normalise(x).contiguous(memory_format=CL)) for x in xte.split(2 * batch_size)])
-        score = score_fn(logits)
-        history.append(score)
-        if score >= best[0]:  # a tie goes to the later epoch: same ranking, better-trained probabilities (macro-F1)
-            best = (score, logits, epoch)
-    return best, history
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(xtr))
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(_normalise(x).contiguous(memory_format=CL)) for x in xte.split(2 * batch_size)])
+    return logits, history
 
 
 def _check_common(clips_train, n_train: int, clips_test, n_test: int, epochs: int, batch_size: int, size: int,
@@ -216,7 +212,7 @@ def train_pixel_attacker(
 ) -> AttackResult:  # fmt: skip
     """Privacy: a fresh video model predicts the (N, A) binary attributes from pixels (multi-label BCE).
 
-    Scored with cMAP on the test split after every epoch; the best epoch's probabilities are returned.
+    Scored with cMAP on the test split after the last epoch; `history` is the training loss per epoch.
     """
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     if y_train.ndim != 2 or y_test.ndim != 2 or y_train.shape[1] != y_test.shape[1] or y_train.shape[1] == 0:
@@ -228,13 +224,12 @@ def train_pixel_attacker(
             raise ValueError(f"{name} must hold only 0/1 attribute labels")
     ctr, cte = _check_common(clips_train, len(y_train), clips_test, len(y_test), epochs, batch_size, size, frames)
     xtr, xte = _resize(ctr, size, frames, 64), _resize(cte, size, frames, 64)
-    (best, logits, epoch), history = _fit(
+    logits, history = _fit(
         xtr, torch.from_numpy(y_train.astype(np.float32)), xte, F.binary_cross_entropy_with_logits, y_train.shape[1],
-        lambda lg: cmap(y_test, torch.sigmoid(lg).numpy()),
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width, hflip=hflip,
     )  # fmt: skip
     probs = torch.sigmoid(logits).numpy()
-    return AttackResult("video_model", float(best), macro_f1(y_test, probs), probs, f"epoch {epoch + 1}", history)
+    return AttackResult("video_model", cmap(y_test, probs), macro_f1(y_test, probs), probs, f"epoch {epochs}", history)
 
 
 def pixel_action_probe(
@@ -242,7 +237,7 @@ def pixel_action_probe(
     epochs: int = 15, lr: float = 2e-3, batch_size: int = 32, seed: int = 0, size: int = 56, frames: int = 8,
     width: int = 32, hflip: bool = False,
 ) -> ProbeResult:  # fmt: skip
-    """Utility: a fresh video model for the action (cross-entropy), best epoch by video-level top-1.
+    """Utility: a fresh video model for the action (cross-entropy), scored after its last epoch.
 
     Video-level top-1 averages the clip probabilities of each video (`video_ids_test`); without ids, clip top-1.
     """
@@ -261,17 +256,11 @@ def pixel_action_probe(
             f"video_ids_test needs one id per test clip: {len(np.asarray(video_ids_test))} vs {len(a_test)}"
         )
 
-    def score(logits: torch.Tensor) -> float:
-        probs = torch.softmax(logits, dim=1).numpy()
-        if video_ids_test is None:
-            return top1_accuracy(probs, a_test)
-        return video_top1_accuracy(probs, a_test, video_ids_test)
-
     xtr, xte = _resize(ctr, size, frames, 64), _resize(cte, size, frames, 64)
-    (best, logits, epoch), history = _fit(
-        xtr, torch.from_numpy(a_train.astype(np.int64)), xte, F.cross_entropy, classes, score,
+    logits, history = _fit(
+        xtr, torch.from_numpy(a_train.astype(np.int64)), xte, F.cross_entropy, classes,
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, width=width, hflip=hflip,
     )  # fmt: skip
     probs = torch.softmax(logits, dim=1).numpy()
     video = None if video_ids_test is None else video_top1_accuracy(probs, a_test, video_ids_test)
-    return ProbeResult(top1_accuracy(probs, a_test), video, probs, f"epoch {epoch + 1}", history)
+    return ProbeResult(top1_accuracy(probs, a_test), video, probs, f"epoch {epochs}", history)

@@ -197,6 +197,25 @@ def config_hash(output_config: dict) -> str:
     return hashlib.sha256(json.dumps(output_config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _warn_aam_features(cfg: AnonymizeConfig, aam) -> None:
+    """A trained AAM fits its eraser to the features it was trained on: whole clips', or (trained with `pruner=`) the
+    kept tubelets'. Fed the other kind it still runs, but leaves directions of them open (docs/methods.md, section
+    2): say so, with the fix, and go on."""
+    if aam is None or not aam.trained:
+        return  # an untrained bundle has its own warning
+    pruned = cfg.needs()["pruner"]
+    trained_on = aam.extra.get("pruner")
+    if pruned and not trained_on:
+        print(f"WARNING: mode {cfg.mode} feeds the AAM {cfg.aam} the features of the tubelets the pruner keeps, but "
+              "it was trained on whole clips', so its eraser was fitted to other features and leaves more of the "
+              f"attributes: train one for this mode with `anonvid train aam pruner={cfg.pruner} ...`",
+              file=sys.stderr)  # fmt: skip
+    elif trained_on and not pruned:
+        print(f"WARNING: mode {cfg.mode} feeds the AAM {cfg.aam} whole-clip features, but it was trained on those of "
+              f"the tubelets the pruner {trained_on} keeps, so its eraser was fitted to other features and leaves "
+              "more of the attributes: use an AAM trained without pruner= for this mode", file=sys.stderr)  # fmt: skip
+
+
 def preflight(cfg: AnonymizeConfig) -> Plan:
     """Everything that can fail before any work starts, failing fast with the fix in the message."""
     from anon_core.models.bundle import load_bundle
@@ -253,6 +272,7 @@ def preflight(cfg: AnonymizeConfig) -> Plan:
         )
     if errors:
         raise PreflightError("model check failed:\n  - " + "\n  - ".join(errors))
+    _warn_aam_features(cfg, models.get("aam"))
 
     output_config = {
         "format": FORMAT,

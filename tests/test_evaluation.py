@@ -81,8 +81,8 @@ def test_random_features_give_chance_everywhere():
     from anon_core.metrics import chance_cmap
 
     f = ev.figures
-    # best over epochs on the test split is optimistic by a little: the strongest attacker counts
-    assert abs(f["privacy"]["worst"]["cmap"]["value"] - chance_cmap(ev.test.attributes)) < 0.1
+    # the worst of the pool is the largest of several noisy estimates: a little above chance at most
+    assert abs(f["privacy"]["worst"]["cmap"]["value"] - chance_cmap(ev.test.attributes)) < 0.08
     assert f["utility"]["video_top1"]["value"] < 0.25 + 0.2
 
 

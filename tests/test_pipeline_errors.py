@@ -497,3 +497,31 @@ def test_the_plan_is_fixed_once_built(tiny_models, corpus, tmp_path, no_pipeline
         plan.lease_generation = 3
     later = dataclasses.replace(plan, lease_generation=3)
     assert (plan.lease_generation, later.lease_generation) == (None, 3)
+
+
+@pytest.mark.parametrize(("mode", "trained_on", "warned"), [
+    ("prune+aam", None, "it was trained on whole clips'"),
+    ("aam", "s3://models/pruner", "it was trained on those of the tubelets the pruner s3://models/pruner keeps"),
+    ("prune+aam", "s3://models/pruner", None),
+    ("aam", None, None),
+])  # fmt: skip
+def test_an_aam_fed_other_features_than_it_was_trained_on_is_named(mode, trained_on, warned, tiny_models, corpus,
+                                                                     tmp_path, capfd, no_pipeline):  # fmt: skip
+    """A trained AAM's eraser fits whole-clip or pruned-clip features; the other kind runs, with a warning."""
+    from anon_core.models import aam_for_dim
+    from anon_core.models.bundle import save_bundle
+    from pipelines.anonymize import AnonymizeConfig, preflight
+
+    aam = str(tmp_path / "aam")
+    save_bundle(aam_for_dim(dim=192), aam, "aam_for_dim", {"dim": 192}, trained=True,
+                extra={"embed_dim": 192, "pruner": trained_on})  # fmt: skip
+    capfd.readouterr()
+    models = {"encoder": tiny_models["encoder"], "pruner": tiny_models["pruner"], "aam": aam}
+    plan = preflight(AnonymizeConfig(output=str(tmp_path / "out"), manifest=str(corpus / "labels.parquet"), mode=mode,
+                                     **models))  # fmt: skip
+    err = capfd.readouterr().err
+    assert plan.models["aam"].trained
+    if warned is None:
+        assert "WARNING" not in err, err
+    else:
+        assert f"WARNING: mode {mode}" in err and warned in err and "train" in err, err

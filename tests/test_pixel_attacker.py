@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anon_core.metrics import chance_cmap
+from anon_core.metrics import chance_cmap, cmap
 from anon_core.pixel_attacker import SmallVideoNet, pixel_action_probe, prepare_clips, train_pixel_attacker
 
 T, S = 8, 32
@@ -73,17 +73,17 @@ def test_attributes_written_in_pixels_are_found():
     assert r.name == "video_model" and r.scores.shape == (100, 3)
     assert r.cmap > 0.9, r.history
     assert r.macro_f1 > 0.7
-    assert len(r.history) == 4 and r.cmap == pytest.approx(max(r.history))
-    assert r.history == [1.0] * 4  # a tie goes to the later, better-calibrated epoch (macro-F1 above)
-    assert r.best == "epoch 4"
+    # scored once, after the schedule's last epoch; the history is the training loss, which falls
+    assert r.best == "epoch 4" and len(r.history) == 4 and r.history[-1] < r.history[0]
+    assert r.cmap == pytest.approx(cmap(yte, r.scores))
 
 
 def test_noise_with_random_labels_sits_at_the_chance_floor():
     rng = np.random.default_rng(1)
     ytr, yte = attributes(200, rng, a=5), attributes(100, rng, a=5)
     r = train_pixel_attacker(noise(200, rng), ytr, noise(100, rng), yte, epochs=3, **FAST)
-    # best over epochs picks the luckiest of 3 random scorers on 100 clips: a little above chance at most
-    assert abs(r.cmap - chance_cmap(yte)) < 0.1, (r.cmap, chance_cmap(yte))
+    # one scoring after the last epoch: nothing is chosen on the test split
+    assert abs(r.cmap - chance_cmap(yte)) < 0.08, (r.cmap, chance_cmap(yte))
 
 
 def test_an_action_that_lives_only_in_motion_is_recognised():

@@ -33,7 +33,7 @@ def add_parser(sub, name: str) -> None:
         "out": "report folder", "reference": "the method leakage is normalized by",
         "bias_labels": "labels.parquet of a --bias-protocol corpus",
         "bias_group": "the group column of the bias protocol",
-        "epochs": "attacker and probe epochs (best epoch counts)",
+        "epochs": "most epochs of a feature attacker or probe (the count is chosen on a training hold-out)",
         "seed": "seed of the attackers, probes and bootstrap"})  # fmt: skip
     add_json_flag(p, "the report's figures and targets (what report.json holds)")
     p.add_argument("--dry-run", action="store_true",

@@ -48,8 +48,8 @@ class EvaluateConfig:
     bias_group: str = "gender_proxy"
     label_schema: LabelSchema = field(default_factory=LabelSchema)  # which manifest columns hold what
     seed: int = 0
-    epochs: int = 60  # feature attackers and probes (best epoch counts)
-    pixel_epochs: int = 12  # the video-model attacker
+    epochs: int = 60  # most epochs of a feature attacker or probe; the count is chosen on a training-split hold-out
+    pixel_epochs: int = 12  # the video-model attacker's schedule, scored after its last epoch
     n_boot: int = 500
     # Manifest columns for utility probes on tasks no model was trained for (the latent-consistency claim): a numeric
     # column with more than two values is split at its training-split median, anything else is one class per value.

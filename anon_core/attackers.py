@@ -97,6 +97,15 @@ def holdout(n: int, groups=None, *, seed: int = 0, fraction: float = VAL_FRACTIO
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def _val_cmap(y: np.ndarray, scores: np.ndarray) -> float:
+    """cMAP on the validation rows; NaN (never chosen) when none of their attributes has both values, as can happen
+    on a small corpus: the choice then falls to the last epoch / largest k."""
+    try:
+        return cmap(y, scores)
+    except ValueError:
+        return float("nan")
+
+
 def _last_best(history: list[float]) -> int:
     """Index of the highest score, the later one on a tie (same ranking, better calibrated); NaN never wins."""
     h = np.nan_to_num(np.asarray(history, dtype=np.float64), nan=-np.inf)
@@ -163,7 +172,7 @@ def train_attacker(
     ytr = torch.from_numpy(y_train.astype(np.float32))
     (logits, epoch), history = _train_eval(
         kind, xtr, ytr, xte, nn.functional.binary_cross_entropy_with_logits, y_train.shape[1],
-        lambda lg, rows: cmap(y_train[rows], lg.numpy()), groups,
+        lambda lg, rows: _val_cmap(y_train[rows], lg.numpy()), groups,
         epochs=epochs, lr=lr, hidden=hidden, batch_size=batch_size, seed=seed,
     )  # fmt: skip
     probs = torch.sigmoid(logits).numpy()
@@ -188,7 +197,7 @@ def knn_attacker(x_train, y_train, x_test, y_test, ks=(1, 5, 15, 45), whiten: bo
     ytr = y_train.astype(np.float64)
     fit, val = holdout(len(xtr), groups, seed=seed)
     cand = sorted({min(k, len(fit)) for k in ks})
-    history = [cmap(y_train[val], p) for p in _knn_scores(xtr[val], xtr[fit], ytr[fit], cand)]
+    history = [_val_cmap(y_train[val], p) for p in _knn_scores(xtr[val], xtr[fit], ytr[fit], cand)]
     k = cand[_last_best(history)]
     (probs,) = _knn_scores(xte, xtr, ytr, [min(k, len(xtr))])  # (N_test, A)
     name = "knn_whitened" if whiten else "knn"

@@ -72,6 +72,9 @@ def test_the_holdout_keeps_groups_whole_and_is_seeded():
     assert len(holdout(5)[1]) == 1  # no groups: every row its own
     with pytest.raises(ValueError, match="at least 2"):
         holdout(4, np.zeros(4))
+    # the choice: the highest validation score, the later on a tie; a validation part with no usable labels (NaN
+    # throughout, e.g. a tiny corpus) leaves the last epoch
+    assert (_last_best([0.5, 0.7, 0.7, 0.6]), _last_best([np.nan, np.nan, np.nan])) == (2, 2)
     with pytest.raises(ValueError, match="one id per training row"):
         holdout(4, np.arange(3))
 

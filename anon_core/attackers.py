@@ -8,7 +8,11 @@ training split with that choice. Choosing on the test split instead takes the lu
 features that carry nothing it reads up to 0.54 cMAP where chance is 0.50 (docs/methods.md, section 3). The pool's
 worst case is the highest test cMAP.
 
-    pool = attack_pool(x_train, attrs_train, x_test, attrs_test, groups=person_train)  # {"linear": AttackResult, ...}
+Each attacker and probe can be `seeds` fits, each seeded apart (its own hold-out, initialisation and batch order),
+whose test probabilities are averaged: one attacker (an ensemble) as strong as its fits and much less noisy. One fit's
+cMAP moves by several points with its seed alone, which the bootstrap CI over test videos does not show.
+
+    pool = attack_pool(x_train, attrs_train, x_test, attrs_test, groups=person_train, seeds=5)  # {"linear": ...}
     worst = worst_case(pool)
     util = action_probe(x_train, action_train, x_test, action_test, video_ids_test, groups=person_train)
 """
@@ -31,7 +35,7 @@ class AttackResult:
     macro_f1: float
     scores: np.ndarray  # (N_test, A) attribute probabilities of the chosen epoch / k
     best: str  # which epoch or k the validation part chose
-    history: list[float] = field(default_factory=list)  # validation cMAP per epoch (or per k)
+    history: list[float] = field(default_factory=list)  # validation cMAP per epoch (or per k), mean over the fits
 
 
 @dataclass
@@ -40,7 +44,7 @@ class ProbeResult:
     video_top1: float | None  # clips of a video averaged (when video ids are given)
     probs: np.ndarray  # (N_test, classes) of the chosen epoch
     best: str
-    history: list[float] = field(default_factory=list)  # validation top-1 (clip level) per epoch
+    history: list[float] = field(default_factory=list)  # validation top-1 (clip level) per epoch, mean over the fits
 
 
 def _standardize(x_train: np.ndarray, x_test: np.ndarray, whiten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +116,28 @@ def _last_best(history: list[float]) -> int:
     return int(len(h) - 1 - np.argmax(h[::-1]))
 
 
+def _fits(seed: int, seeds: int) -> range:
+    """The seeds of an attacker's fits: seed, seed + 1, ... (`seeds` of them)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}: need an integer >= 1 (seeded fits averaged into one attacker)")
+    return range(seed, seed + seeds)
+
+
+def _chosen(what: str, values: list[int]) -> str:
+    """'epoch 12' for one fit, 'epochs 12, 9, 15' for several: what each fit's validation part chose."""
+    return f"{what} {values[0]}" if len(values) == 1 else f"{what}s {', '.join(map(str, values))}"
+
+
+def _mean_history(histories: list[list[float]]) -> list[float]:
+    """Per epoch (or k), the fits' mean validation score; NaN where none of them scored (`_val_cmap`)."""
+    if len({len(h) for h in histories}) != 1:  # k-NN: a small hold-out can leave fewer candidate ks
+        return list(histories[0])
+    h = np.asarray(histories, dtype=np.float64)
+    ok = np.isfinite(h)
+    n = ok.sum(axis=0)
+    return [float(t / c) if c else float("nan") for t, c in zip(np.where(ok, h, 0.0).sum(axis=0), n, strict=True)]
+
+
 def _fit_head(kind, x, y, loss_fn, out, *, epochs, lr, hidden, batch_size, seed, each_epoch=None) -> nn.Module:
     """Mini-batch AdamW for `epochs` epochs, deterministic given seed; each_epoch(model) after each (in eval mode)."""
     g = torch.Generator().manual_seed(seed)
@@ -160,24 +186,27 @@ def train_attacker(
     seed: int = 0,
     whiten: bool = False,
     groups=None,
+    seeds: int = 1,
 ) -> AttackResult:
     """kind "linear" (logistic regression) or "mlp"; y: (N, A) binary attributes, multi-label BCE. whiten: on PCA-
     whitened features (`_standardize`), named "<kind>_whitened". groups: (N_train,) person or video of each training
-    row, for the validation hold-out that chooses the epochs (None: rows)."""
+    row, for the validation hold-out that chooses the epochs (None: rows). seeds: fits averaged (module docstring)."""
     if kind not in ("linear", "mlp"):
         raise ValueError(f"attacker kind must be 'linear' or 'mlp', got {kind!r}")
     x_train, y_train, x_test, y_test = _check(x_train, y_train, x_test, y_test)
     lr = lr if lr is not None else (1e-2 if kind == "linear" else 3e-3)
     xtr, xte = _standardize(x_train, x_test, whiten)
     ytr = torch.from_numpy(y_train.astype(np.float32))
-    (logits, epoch), history = _train_eval(
+    runs = [_train_eval(
         kind, xtr, ytr, xte, nn.functional.binary_cross_entropy_with_logits, y_train.shape[1],
         lambda lg, rows: _val_cmap(y_train[rows], lg.numpy()), groups,
-        epochs=epochs, lr=lr, hidden=hidden, batch_size=batch_size, seed=seed,
-    )  # fmt: skip
-    probs = torch.sigmoid(logits).numpy()
+        epochs=epochs, lr=lr, hidden=hidden, batch_size=batch_size, seed=s,
+    ) for s in _fits(seed, seeds)]  # fmt: skip
+    probs = np.mean([torch.sigmoid(logits).numpy() for (logits, _), _ in runs], axis=0)  # (N_test, A)
     name = f"{kind}_whitened" if whiten else kind
-    return AttackResult(name, cmap(y_test, probs), macro_f1(y_test, probs), probs, f"epoch {epoch + 1}", history)
+    chosen = _chosen("epoch", [epoch + 1 for (_, epoch), _ in runs])
+    return AttackResult(name, cmap(y_test, probs), macro_f1(y_test, probs), probs, chosen,
+                        _mean_history([h for _, h in runs]))  # fmt: skip
 
 
 def _knn_scores(xq: torch.Tensor, xg: torch.Tensor, yg: np.ndarray, ks: list[int]) -> list[np.ndarray]:
@@ -187,30 +216,35 @@ def _knn_scores(xq: torch.Tensor, xg: torch.Tensor, yg: np.ndarray, ks: list[int
 
 
 def knn_attacker(x_train, y_train, x_test, y_test, ks=(1, 5, 15, 45), whiten: bool = False, groups=None,
-                 seed: int = 0) -> AttackResult:  # fmt: skip
+                 seed: int = 0, seeds: int = 1) -> AttackResult:  # fmt: skip
     """Cosine k-NN: an attribute's score is the fraction of the k nearest training clips that have it; k chosen on
     the validation hold-out of the training split (`groups`, as `train_attacker`), neighbours of the chosen k then
-    from all of it. whiten: neighbours on PCA-whitened features (a Mahalanobis-like distance), "knn_whitened"."""
+    from all of it. whiten: neighbours on PCA-whitened features (a Mahalanobis-like distance), "knn_whitened".
+    seeds: that many hold-outs, each choosing its k; the scores of the chosen ks are averaged."""
     x_train, y_train, x_test, y_test = _check(x_train, y_train, x_test, y_test)
     xtr, xte = _standardize(x_train, x_test, whiten)
     xtr, xte = nn.functional.normalize(xtr, dim=1), nn.functional.normalize(xte, dim=1)
     ytr = y_train.astype(np.float64)
-    fit, val = holdout(len(xtr), groups, seed=seed)
-    cand = sorted({min(k, len(fit)) for k in ks})
-    history = [_val_cmap(y_train[val], p) for p in _knn_scores(xtr[val], xtr[fit], ytr[fit], cand)]
-    k = cand[_last_best(history)]
-    (probs,) = _knn_scores(xte, xtr, ytr, [min(k, len(xtr))])  # (N_test, A)
+    chosen, histories = [], []
+    for s in _fits(seed, seeds):
+        fit, val = holdout(len(xtr), groups, seed=s)
+        cand = sorted({min(k, len(fit)) for k in ks})
+        histories.append([_val_cmap(y_train[val], p) for p in _knn_scores(xtr[val], xtr[fit], ytr[fit], cand)])
+        chosen.append(min(cand[_last_best(histories[-1])], len(xtr)))
+    probs = np.mean(_knn_scores(xte, xtr, ytr, chosen), axis=0)  # (N_test, A)
     name = "knn_whitened" if whiten else "knn"
-    return AttackResult(name, cmap(y_test, probs), macro_f1(y_test, probs), probs, f"k={k}", history)
+    k = f"k={chosen[0]}" if len(chosen) == 1 else f"k={', '.join(map(str, chosen))}"
+    return AttackResult(name, cmap(y_test, probs), macro_f1(y_test, probs), probs, k, _mean_history(histories))
 
 
 def attack_pool(x_train, y_train, x_test, y_test, *, seed: int = 0, epochs: int = 60,
-                groups=None) -> dict[str, AttackResult]:  # fmt: skip
+                groups=None, seeds: int = 1) -> dict[str, AttackResult]:  # fmt: skip
     """The feature attackers of the evaluation: logistic regression, the 2-layer MLP, k-NN, and the MLP and k-NN again
     on PCA-whitened features, which read what a defence leaves in low-variance directions (on the benchmark's raw and
     AAM features they read more than the plain ones: docs/methods.md §3). A logistic regression is affine, so
-    whitening gives it nothing new to read. groups: the training rows' people or videos (`holdout`)."""
-    data, kw = (x_train, y_train, x_test, y_test), {"seed": seed, "groups": groups}
+    whitening gives it nothing new to read. groups: the training rows' people or videos (`holdout`); seeds: fits
+    averaged into each attacker (module docstring)."""
+    data, kw = (x_train, y_train, x_test, y_test), {"seed": seed, "groups": groups, "seeds": seeds}
     return {
         "linear": train_attacker("linear", *data, epochs=epochs, **kw),
         "mlp": train_attacker("mlp", *data, epochs=epochs, **kw),
@@ -227,20 +261,22 @@ def worst_case(pool: dict[str, AttackResult]) -> AttackResult:
 
 def action_probe(
     x_train, y_train, x_test, y_test, video_ids_test=None, *, num_classes: int | None = None, epochs: int = 60,
-    lr: float = 1e-2, batch_size: int = 64, seed: int = 0, groups=None,
+    lr: float = 1e-2, batch_size: int = 64, seed: int = 0, groups=None, seeds: int = 1,
 ) -> ProbeResult:  # fmt: skip
     """Utility: a linear probe for the action; video-level top-1 averages the clip probabilities of each video. The
-    epochs are chosen by clip top-1 on the validation hold-out of the training split (`groups`, as the attackers)."""
+    epochs are chosen by clip top-1 on the validation hold-out of the training split (`groups`, as the attackers);
+    seeds: fits whose probabilities are averaged, as the attackers'."""
     x_train, y_train, x_test, y_test = _check(x_train, y_train, x_test, y_test)
     classes = int(num_classes or max(y_train.max(), y_test.max()) + 1)
     xtr, xte = _standardize(x_train, x_test)
     ytr = torch.from_numpy(y_train.astype(np.int64))
 
-    (logits, epoch), history = _train_eval(
+    runs = [_train_eval(
         "linear", xtr, ytr, xte, nn.functional.cross_entropy, classes,
         lambda lg, rows: top1_accuracy(torch.softmax(lg, dim=1).numpy(), y_train[rows]), groups,
-        epochs=epochs, lr=lr, hidden=0, batch_size=batch_size, seed=seed,
-    )  # fmt: skip
-    probs = torch.softmax(logits, dim=1).numpy()
+        epochs=epochs, lr=lr, hidden=0, batch_size=batch_size, seed=s,
+    ) for s in _fits(seed, seeds)]  # fmt: skip
+    probs = np.mean([torch.softmax(logits, dim=1).numpy() for (logits, _), _ in runs], axis=0)  # (N_test, classes)
     video = None if video_ids_test is None else video_top1_accuracy(probs, y_test, video_ids_test)
-    return ProbeResult(top1_accuracy(probs, y_test), video, probs, f"epoch {epoch + 1}", history)
+    return ProbeResult(top1_accuracy(probs, y_test), video, probs, _chosen("epoch", [e + 1 for (_, e), _ in runs]),
+                       _mean_history([h for _, h in runs]))  # fmt: skip

@@ -154,17 +154,19 @@ def reid(train: Split, test: Split, *, n_boot: int, seed: int) -> dict | None:
 
 def evaluate_split(
     train: Split, test: Split, *, attributes=None, num_actions: int | None = None, seed: int = 0, epochs: int = 60,
-    n_boot: int = 500,
+    n_boot: int = 500, seeds: int = 1,
 ) -> Evaluation:  # fmt: skip
-    """Utility (linear action probe, video top-1), the feature attacker pool (linear, MLP, k-NN) and re-id."""
+    """Utility (linear action probe, video top-1), the feature attacker pool (linear, MLP, k-NN) and re-id. seeds:
+    seeded fits averaged into each attacker and the probe (`anon_core.attackers`)."""
     for s in (train, test):
         if s.x.ndim != 2:
             raise ValueError(f"evaluate_split needs (N, D) features, got {s.x.shape}; pixels go to evaluate_pixels")
     groups = holdout_groups(train)
     probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
-                         seed=seed, epochs=epochs, groups=groups)  # fmt: skip
+                         seed=seed, epochs=epochs, groups=groups, seeds=seeds)  # fmt: skip
     utility = _utility(probe, test, n_boot, seed)
-    pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs, groups=groups)
+    pool = attack_pool(train.x, train.attributes, test.x, test.attributes, seed=seed, epochs=epochs, groups=groups,
+                       seeds=seeds)  # fmt: skip
     privacy, worst = _privacy(pool, test, attributes, n_boot, seed)
     figures = {
         "n_train": int(len(train.x)), "n_test": int(len(test.x)), "dim": int(train.x.shape[1]),
@@ -175,12 +177,12 @@ def evaluate_split(
 
 
 def task_probe(train: Split, test: Split, y_train: np.ndarray, y_test: np.ndarray, *, seed: int = 0, epochs: int = 60,
-               n_boot: int = 500) -> dict:  # fmt: skip
+               n_boot: int = 500, seeds: int = 1) -> dict:  # fmt: skip
     """Utility on another task: a linear probe for labels y (one int class per row) on the same features, video-level
     top-1 with its CI, and the majority-class chance over test videos. Used for tasks no model was trained for."""
     classes = int(max(y_train.max(), y_test.max()) + 1)
     probe = action_probe(train.x, y_train, test.x, y_test, test.video, num_classes=classes, seed=seed, epochs=epochs,
-                         groups=holdout_groups(train))  # fmt: skip
+                         groups=holdout_groups(train), seeds=seeds)  # fmt: skip
     _, first = np.unique(test.video, return_index=True)
     chance = float(np.bincount(y_test[first]).max() / len(first))
     return {"video_top1": _ci(_video_top1, probe.probs, y_test, groups=test.video, n_boot=n_boot, seed=seed,
@@ -259,14 +261,15 @@ def paired_leakage(method: Evaluation, reference: Evaluation, *, n_boot: int = 5
 
 
 def evaluate_bias(
-    train: Split, test: Split, *, num_actions: int | None = None, seed: int = 0, epochs: int = 60, n_boot: int = 500
+    train: Split, test: Split, *, num_actions: int | None = None, seed: int = 0, epochs: int = 60, n_boot: int = 500,
+    seeds: int = 1,
 ) -> dict:
     """The bias protocol (arXiv 2511.08666): an action probe trained on a biased train split; per-group accuracy of
     its video-level predictions on the test split, and the gap between groups."""
     if train.group is None or test.group is None:
         raise ValueError("evaluate_bias needs Split.group (e.g. gender_proxy) on both splits")
     probe = action_probe(train.x, train.action, test.x, test.action, test.video, num_classes=num_actions,
-                         seed=seed, epochs=epochs, groups=holdout_groups(train))  # fmt: skip
+                         seed=seed, epochs=epochs, groups=holdout_groups(train), seeds=seeds)  # fmt: skip
     # video level: average each video's clip probabilities, one prediction per video
     probs, first = video_means(probe.probs, test.video)
     labels, groups = test.action[first], test.group[first]

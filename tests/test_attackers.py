@@ -63,6 +63,31 @@ def test_epochs_and_k_are_chosen_on_the_training_split_never_the_test_split(spli
         assert a.best == b.best and np.array_equal(a.scores, b.scores)
 
 
+def test_seeds_average_the_fits_of_consecutive_seeds_into_one_attacker(split):
+    """seeds=3 is the mean of the probabilities of the fits seeded 7, 8 and 9 (each its own hold-out and epochs), and
+    says what each chose; on features that carry nothing it stays at chance."""
+    ytr, yte, rng = split
+    xtr, xte = exact_features(ytr, rng), exact_features(yte, rng)
+    ens = train_attacker("mlp", xtr, ytr, xte, yte, epochs=4, seed=7, seeds=3)
+    fits = [train_attacker("mlp", xtr, ytr, xte, yte, epochs=4, seed=s) for s in (7, 8, 9)]
+    assert np.allclose(ens.scores, np.mean([f.scores for f in fits], axis=0), atol=1e-6)
+    assert ens.best == "epochs " + ", ".join(f.best.split()[1] for f in fits)
+    assert np.allclose(ens.history, np.mean([f.history for f in fits], axis=0))
+    k = knn_attacker(xtr, ytr, xte, yte, ks=(1, 3), seeds=2)
+    k_fits = [knn_attacker(xtr, ytr, xte, yte, ks=(1, 3), seed=s) for s in (0, 1)]
+    assert np.allclose(k.scores, np.mean([f.scores for f in k_fits], axis=0))
+    probe = action_probe(xtr, ytr[:, 0], xte, yte[:, 0], epochs=3, seeds=2)
+    p_fits = [action_probe(xtr, ytr[:, 0], xte, yte[:, 0], epochs=3, seed=s) for s in (0, 1)]
+    assert np.allclose(probe.probs, np.mean([f.probs for f in p_fits], axis=0), atol=1e-6)
+    noise = attack_pool(rng.standard_normal((N_TRAIN, 32)), ytr, rng.standard_normal((N_TEST, 32)), yte, epochs=8,
+                        seeds=3)  # fmt: skip
+    for name, result in noise.items():  # an ensemble of attackers that learned nothing still reads chance
+        assert abs(result.cmap - chance_cmap(yte)) < 0.05, (name, result.cmap)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="seeds"):
+            train_attacker("linear", xtr, ytr, xte, yte, epochs=1, seeds=bad)
+
+
 def test_the_holdout_keeps_groups_whole_and_is_seeded():
     groups = np.repeat(np.arange(10), 3)  # 10 people, 3 rows each
     fit, val = holdout(30, groups, seed=0)

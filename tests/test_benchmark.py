@@ -100,13 +100,14 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     labels = f"{cfg.out}/corpus/labels.parquet"
     stdout = sys.stdout
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r"), "--method", f"raw={f}/raw",
-                 "--method", f"aam={f}/aam", "--epochs", "3", "--json"])  # fmt: skip
+                 "--method", f"aam={f}/aam", "--epochs", "3", "--attacker-seeds", "2", "--json"])  # fmt: skip
     sys.stdout = stdout  # --json leaves everything else on stderr for the rest of the process; this test goes on
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert set(json.loads(captured.out)["methods"]) == {"raw", "aam"}  # --json: stdout is the report alone
     report = json.load(open(tmp_path / "r" / "report.json"))
     assert set(report["methods"]) == {"raw", "aam"} and report["command"].startswith("anonvid evaluate")
+    assert report["methods"]["aam"]["privacy"]["attackers"]["mlp"]["best"].startswith("epochs ")  # two fits each
 
     # --dry-run: the same inputs checked, the plan printed, nothing trained or written
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "dry"), "--method", f"raw={f}/raw",
@@ -118,6 +119,9 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     # every input problem exits 2 with the fix named, before any attacker trains
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r2"), "--method", f"aam={f}/aam"])
     assert code == 2 and "reference 'raw' is not one of the methods" in capsys.readouterr().err
+    code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r5"), "--method", f"raw={f}/raw",
+                 "--attacker-seeds", "0"])  # fmt: skip
+    assert code == 2 and "attacker_seeds=0: need an integer >= 1" in capsys.readouterr().err
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r3"), "--method", f"raw={tmp_path}"])
     assert code == 2 and "not an anonvid output" in capsys.readouterr().err
     code = main(["evaluate", "--out", str(tmp_path / "r4"), "--method", "raw", "--sweep", "x=lambda_priv:1"])

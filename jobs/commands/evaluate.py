@@ -34,6 +34,7 @@ def add_parser(sub, name: str) -> None:
         "bias_labels": "labels.parquet of a --bias-protocol corpus",
         "bias_group": "the group column of the bias protocol",
         "epochs": "most epochs of a feature attacker or probe (the count is chosen on a training hold-out)",
+        "attacker_seeds": "seeded fits averaged into each feature attacker and probe (1: fastest, noisiest)",
         "seed": "seed of the attackers, probes and bootstrap"})  # fmt: skip
     add_json_flag(p, "the report's figures and targets (what report.json holds)")
     p.add_argument("--dry-run", action="store_true",
@@ -41,7 +42,7 @@ def add_parser(sub, name: str) -> None:
     p.set_defaults(run=run, job_config=job_config)
 
 
-SCALAR_FLAGS = ("labels", "out", "reference", "bias_labels", "bias_group", "epochs", "seed")
+SCALAR_FLAGS = ("labels", "out", "reference", "bias_labels", "bias_group", "epochs", "attacker_seeds", "seed")
 
 
 def job_config(args: argparse.Namespace) -> tuple[str, str | None, list[str]]:

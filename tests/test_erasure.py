@@ -8,7 +8,13 @@ import torch
 
 from anon_core.attackers import action_probe, train_attacker
 from anon_core.models.aam import aam_tiny
-from anon_core.models.erasure import LinearEraser, concept_columns, fit_gradient_erasure, fit_leace
+from anon_core.models.erasure import (
+    LinearEraser,
+    concept_columns,
+    fit_gradient_erasure,
+    fit_leace,
+    fit_principal_projection,
+)
 
 
 def _features(n: int, seed: int, conjunction: bool = False):
@@ -137,3 +143,38 @@ def test_gradient_erasure_removes_what_only_a_nonlinear_attacker_reads_and_keeps
     assert after < 0.6, after  # chance: the attribute's prevalence, about 0.5
     assert action_probe(xe, action, xte, action_t).top1 > 0.85  # the action's directions were not the ones removed
     assert np.allclose(_erase(x.mean(0, keepdims=True), mean, proj), x.mean(0), atol=1e-4)  # the mean stays put
+
+
+def _tail_features(n: int, seed: int):
+    """x (n, 24): an action in 4 high-variance dims (scale 10), noise of scale 1 in 16 more, and a binary attribute
+    as a small shift (0.3) in the other 4 dims with scale 0.05: a direction of tiny variance, which an attacker that
+    whitens the features reads at once."""
+    rng = np.random.default_rng(seed)
+    attrs = rng.integers(0, 2, size=(n, 1)).astype(np.float64)
+    action = rng.integers(0, 4, size=n)
+    x = np.concatenate([10 * rng.normal(0, 1, size=(n, 4)), rng.normal(0, 1, size=(n, 16)),
+                        0.05 * rng.normal(0, 1, size=(n, 4))], axis=1)  # fmt: skip
+    x[np.arange(n), action] += 30.0
+    x[:, 20:] += 0.3 * attrs
+    return x.astype(np.float32), attrs, action
+
+
+def test_principal_projection_removes_the_low_variance_tail_and_keeps_the_action():
+    x, attrs, action = _tail_features(1500, 0)
+    xt, attrs_t, action_t = _tail_features(600, 1)
+    before = train_attacker("mlp", x, attrs, xt, attrs_t, epochs=20, whiten=True).cmap
+    assert before > 0.9  # the whitened attacker reads the tiny shift
+    proj = fit_principal_projection(x, 0.99)
+    assert np.allclose(proj, proj.T, atol=1e-6) and np.allclose(proj @ proj, proj, atol=1e-5)  # orthogonal projector
+    kept = int(round(np.trace(proj)))
+    assert 4 <= kept < 20  # the action's directions and part of the noise; never the tail
+    mean = x.mean(0)
+    xe, xte = _erase(x, mean, proj), _erase(xt, mean, proj)
+    after = train_attacker("mlp", xe, attrs, xte, attrs_t, epochs=20, whiten=True).cmap
+    assert after < 0.6, after  # chance: the attribute's prevalence, about 0.5
+    whole = action_probe(x, action, xt, action_t).top1
+    assert whole > 0.9 and action_probe(xe, action, xte, action_t).top1 >= whole - 0.02  # the action is kept
+    assert np.allclose(fit_principal_projection(x, 1.0), np.eye(24))  # 1: every direction kept
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="keep_variance"):
+            fit_principal_projection(x, bad)

@@ -174,6 +174,11 @@ def test_train_cli_lists_every_config_error(capsys):
     code = main(["train", "encoder", "--config", "jobs/configs/train_encoder_tiny.yaml", "epochz=1", "lr=abc"])
     err = capsys.readouterr().err
     assert code == 2 and "did you mean 'epochs'" in err and "lr: expected float" in err
+    code = main(["train", "aam", "--config", "jobs/configs/train_aam_tiny.yaml", "erase_keep_variance=0",
+                 "erase_mlp_fraction=1.5"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "erase_mlp_fraction must be in [0, 1)" in err
+    assert "erase_keep_variance must be in (0, 1]" in err
 
 
 @pytest.mark.timeout(600)

@@ -119,6 +119,26 @@ def fit_gradient_erasure(
     return (std[:, None] * p_std / std[None, :]).astype(np.float32)  # undo the scaling: diag(std) P diag(1/std)
 
 
+def fit_principal_projection(x: np.ndarray, keep_variance: float) -> np.ndarray:
+    """(N, D) features -> P (D, D) with r(x) = (x - mean) @ P.T + mean (mean = x's): the orthogonal projection onto
+    the fewest principal directions of x that hold `keep_variance` of its variance; the low-variance rest is removed.
+    After the concept erasers, that rest is where what they leave of the attributes sits for an attacker that whitens
+    the features (docs/methods.md §2), and by construction it holds little of anything else."""
+    if not 0.0 < keep_variance <= 1.0:
+        raise ValueError(f"keep_variance must be in (0, 1], got {keep_variance}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need x (N, D) with N >= 2, got {x.shape}")
+    xc = x - x.mean(0)
+    ev, vecs = np.linalg.eigh(xc.T @ xc / len(x))
+    ev, vecs = np.clip(ev[::-1], 0.0, None), vecs[:, ::-1]  # descending
+    if keep_variance >= 1.0 or ev.sum() <= 0.0:
+        return np.eye(x.shape[1], dtype=np.float32)
+    k = int(np.searchsorted(np.cumsum(ev) / ev.sum(), keep_variance)) + 1  # first k reaching the share
+    u = vecs[:, : min(k, x.shape[1])]  # (D, k)
+    return (u @ u.T).astype(np.float32)
+
+
 class LinearEraser(nn.Module):
     """r(x) = (x - mean) @ proj.T + mean over the last dimension; the identity until `set` is called."""
 

@@ -11,8 +11,9 @@ epoch with the lowest validation objective (utility, consistency and privacy tog
 
 With `erase` (the default), each epoch's checkpoint also carries a linear eraser of the private attributes
 (`anon_core.models.erasure`), fitted on that epoch's adapter outputs of the training videos: LEACE in closed form,
-then the directions a small MLP attacker reads them from (`erase_mlp_fraction`); the objective above never sees it,
-so training is the paper's and the eraser is one more layer at inference.
+then the directions a small MLP attacker reads them from (`erase_mlp_fraction`), then the low-variance tail of what
+is left (`erase_keep_variance`); the objective above never sees it, so training is the paper's and the eraser is one
+more layer at inference.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class AamTrainConfig(TrainData):
     # for the attributes on the erased features depends on most, is projected out too (0: the linear eraser alone;
     # anon_core.models.erasure.fit_gradient_erasure). More removes more privacy and, past a point, the action.
     erase_mlp_fraction: float = 0.125
+    # last, only the principal directions of the erased features that hold this share of their variance are kept
+    # (1: all): an attacker that whitens the features reads what the erasers leave in the low-variance rest, which
+    # holds little else (anon_core.models.erasure.fit_principal_projection; docs/methods.md §2)
+    erase_keep_variance: float = 0.99
     depth: int = 3
     num_heads: int = 8
     max_clips: int = 8
@@ -78,6 +83,9 @@ class AamTrainConfig(TrainData):
             errors.append(f"erase must be 'none', 'attributes' or 'pairs', got {self.erase!r}")
         if not 0.0 <= self.erase_mlp_fraction < 1.0:
             errors.append(f"erase_mlp_fraction must be in [0, 1), got {self.erase_mlp_fraction}")
+        if not 0.0 < self.erase_keep_variance <= 1.0:
+            errors.append(f"erase_keep_variance must be in (0, 1] (1: keep every direction), got "
+                          f"{self.erase_keep_variance}")  # fmt: skip
         return errors
 
     def encoder_errors(self) -> list[str]:
@@ -199,21 +207,24 @@ def aam_train_func(cfg: dict) -> None:
         if cfg["erase"] != "none":
             # on every labelled video, the held-out ones too: a closed-form fit selects nothing on them
             metrics["erased_dims"] = fit_eraser(core, feats, np.concatenate([train, val]), attributes,
-                                                cfg["erase"] == "pairs", B, cfg["erase_mlp_fraction"])  # fmt: skip
+                                                cfg["erase"] == "pairs", B, cfg["erase_mlp_fraction"],
+                                                cfg["erase_keep_variance"])  # fmt: skip
         metrics["epoch_s"] = time.monotonic() - t0  # the driver prints the epoch's line from its checkpoint
         meta = {"epoch": epoch, "encoder": cfg["encoder"], "pruner": cfg["pruner"], "run": cfg["name"]}
         report_epoch(core, "aam_for_dim", kwargs, meta,
                      {"head": head_core.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, metrics)  # fmt: skip
 
 
-def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int, mlp_fraction: float) -> float:
+def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int, mlp_fraction: float,
+               keep_variance: float = 1.0) -> float:  # fmt: skip
     """Fit the adapter's eraser on its (un-erased) outputs of the training videos' real clips and their attribute
     labels, in place: LEACE, then (mlp_fraction > 0) that fraction of the directions an MLP attacker reads the
-    attributes from on what LEACE leaves. Returns the number of directions erased (0 when there are no attributes)."""
+    attributes from on what LEACE leaves, then (keep_variance < 1) the low-variance tail of the result. Returns the
+    number of directions erased (0 when there are no attributes)."""
     import numpy as np
     import torch
 
-    from anon_core.models.erasure import concept_columns, fit_gradient_erasure, fit_leace
+    from anon_core.models.erasure import concept_columns, fit_gradient_erasure, fit_leace, fit_principal_projection
 
     if attributes.shape[1] == 0 or len(rows) < 2:
         return 0.0
@@ -233,6 +244,8 @@ def fit_eraser(core, feats: dict, rows, attributes, pairs: bool, batch_size: int
     dims = int(round(mlp_fraction * x.shape[1]))
     if dims > 0:  # on LEACE's output, whose mean is LEACE's: the two maps compose into one
         proj = fit_gradient_erasure((x - mean) @ proj.T + mean, z, dims) @ proj
+    if keep_variance < 1.0:  # every map so far keeps the mean, so the projection composes about the same mean
+        proj = fit_principal_projection((x - mean) @ proj.T + mean, keep_variance) @ proj
     core.eraser.set(mean, proj)
     return float(np.linalg.matrix_rank(np.eye(len(mean)) - proj, tol=1e-4))
 

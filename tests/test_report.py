@@ -37,7 +37,8 @@ def method(family, input, top1, attackers, worst, leakage, *, reid=None, bias=No
         "utility": {"top1": None if top1 is None else fig(top1 - 0.05),
                     "video_top1": None if top1 is None else fig(top1, 0.03)},
         "privacy": privacy,
-        "reid": None if reid is None else {"rank1": fig(reid, 0.01), "chance": 0.02, "ratio_to_chance": reid / 0.02},
+        "reid": None if reid is None else {"rank1": fig(reid, 0.01), "chance": 0.02, "ratio_to_chance": reid / 0.02,
+                                   "matcher": "lda"},
         "bias": None if bias is None else {"gap": fig(bias[0]), "per_group": {"0": 0.8, "1": 0.6},
                                            "reduction_vs_reference": bias[1]},
     }  # fmt: skip
@@ -96,7 +97,7 @@ def test_main_table_has_one_row_per_non_sweep_method(report):
     assert all(len(r) == header.count(" | ") + 1 == 8 for r in rows)
     raw, prune, _, both, blur = rows
     assert raw[1:] == ["features", "82.0 [79.0, 85.0]", "78.0 [76.0, 80.0] (mlp)", "68.0 [66.0, 70.0]",
-                       "1.00 [0.97, 1.03]", "25.0 [24.0, 26.0] (12.5× chance)", "20.0 [18.0, 22.0]"]  # fmt: skip
+                       "1.00 [0.97, 1.03]", "25.0 [24.0, 26.0] (12.5× chance, lda)", "20.0 [18.0, 22.0]"]  # fmt: skip
     assert prune[3] == "55.0 [53.0, 57.0] (video_model)" and prune[7] == "13.0 [11.0, 15.0] (-35%)"
     assert both[5] == "0.11 [0.08, 0.14]" and both[6] == both[7] == "—"
     assert blur[1:] == ["pixels"] + ["—"] * 6

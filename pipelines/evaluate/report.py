@@ -139,7 +139,8 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
         reid = m.get("reid") or {}
         rank1 = fmt_figure(reid.get("rank1"))
         if reid.get("rank1") and reid.get("ratio_to_chance") is not None:
-            rank1 += f" ({reid['ratio_to_chance']:.1f}× chance)"
+            matcher = f", {reid['matcher']}" if reid.get("matcher") else ""
+            rank1 += f" ({reid['ratio_to_chance']:.1f}× chance{matcher})"
         bias = m.get("bias") or {}
         gap = fmt_figure(bias.get("gap"))
         if bias.get("gap") and bias.get("reduction_vs_reference") is not None:
@@ -156,7 +157,9 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
         "re-trained video model on pixel outputs), "
         "each trained on the anonymized training split: lower cMAP and macro-F1 = more private. "
         f"Normalized leakage = (cMAP − chance) / (cMAP of {_code(ref)} − chance): 1 = leaks like {_code(ref)}, "
-        "0 = at chance. Bias gap: accuracy gap between groups in points (its change vs the reference). "
+        "0 = at chance. Re-id: each test video queries the other test videos; the better of cosine on the features "
+        "and cosine after a discriminant learned on the training split's people (lda). "
+        "Bias gap: accuracy gap between groups in points (its change vs the reference). "
         f"Chance: {_chance_line(report)}."
     )
     if probes:

@@ -157,8 +157,8 @@ def markdown_table(report: dict, methods: Iterable[str] | None = None) -> str:
         "re-trained video model on pixel outputs), "
         "each trained on the anonymized training split: lower cMAP and macro-F1 = more private. "
         f"Normalized leakage = (cMAP − chance) / (cMAP of {_code(ref)} − chance): 1 = leaks like {_code(ref)}, "
-        "0 = at chance. Re-id: each test video queries the other test videos; the better of cosine on the features "
-        "and cosine after a discriminant learned on the training split's people (lda). "
+        "0 = at chance. Re-id: every video queries all other videos; the stronger of cosine on the features and "
+        "cosine after a discriminant learned on the training split's people (lda). "
         "Bias gap: accuracy gap between groups in points (its change vs the reference). "
         f"Chance: {_chance_line(report)}."
     )

@@ -145,6 +145,16 @@ def test_gradient_erasure_removes_what_only_a_nonlinear_attacker_reads_and_keeps
     assert np.allclose(_erase(x.mean(0, keepdims=True), mean, proj), x.mean(0), atol=1e-4)  # the mean stays put
 
 
+def test_gradient_erasure_draws_only_the_batch_orders_its_steps_use():
+    """max_steps cuts each round's MLP fit; the epochs past it draw no batch order, so a fit with 40 epochs and one
+    with just the epochs the steps reach are the same eraser, round after round (the generator also seeds the next
+    round's MLP). 300 rows are 5 batches an epoch: 12 steps reach 3 epochs."""
+    x, attrs, _ = _ring_features(300, 2)
+    fit = lambda epochs: fit_gradient_erasure(x, attrs, dims=3, rank=1, epochs=epochs, max_steps=12, hidden=16)  # noqa: E731
+    np.testing.assert_array_equal(fit(40), fit(3))
+    assert not np.array_equal(fit(3), fit(2))  # fewer epochs than the steps reach: a different fit
+
+
 def _tail_features(n: int, seed: int):
     """x (n, 24): an action in 4 high-variance dims (scale 10), noise of scale 1 in 16 more, and a binary attribute
     as a small shift (0.3) in the other 4 dims with scale 0.05: a direction of tiny variance, which an attacker that

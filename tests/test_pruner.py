@@ -27,6 +27,7 @@ from anon_core.models.pruner import (
     default_prune_blocks,
     num_kept,
     relevance_loss,
+    score_agreement,
     select_tubelets,
     tubelet_mask_from_ids,
     tubelet_relevance,
@@ -351,6 +352,27 @@ def test_tubelet_relevance_is_a_detached_distribution_and_leaves_the_model_as_it
     torch.testing.assert_close(rel_act.sum(-1), torch.ones(4))
     assert (rel_act >= 0).all() and model.training
     assert all(p.grad is None for p in model.parameters()), "the relevance pass must not touch parameter gradients"
+
+
+def test_score_agreement_is_the_rank_correlation_of_the_two_cls_rows():
+    """1 where the privacy row ranks the tubelets as the action row does, -1 where it reverses them, near 0 for
+    unrelated rows, averaged over the stages; None when nothing was pruned."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = pruner_tiny(num_classes=2, num_privacy_classes=2, **SMALL_INPUT).eval()
+    out = model(torch.randn(3, 3, 4, 32, 32))
+    rho = score_agreement(out)
+    assert rho.shape == (3,) and ((rho >= -1) & (rho <= 1)).all()
+    a = torch.rand(3, 32)
+    ids = torch.arange(32).expand(3, 32)
+    assert torch.allclose(score_agreement(replace(out, stage_scores=((a, 2 * a + 1, ids),))), torch.ones(3))
+    assert torch.allclose(score_agreement(replace(out, stage_scores=((a, -a, ids),))), -torch.ones(3))
+    both = replace(out, stage_scores=((a, a, ids), (a, -a, ids)))
+    assert torch.allclose(score_agreement(both), torch.zeros(3), atol=1e-6)  # the mean over stages
+    unrelated = replace(out, stage_scores=((torch.rand(400, 64), torch.rand(400, 64), ids[:1].expand(400, 32)),))
+    assert abs(score_agreement(unrelated).mean().item()) < 0.05
+    assert score_agreement(model(torch.randn(1, 3, 4, 32, 32), keep_ratio=1.0)) is None
 
 
 def test_relevance_loss_is_zero_where_attention_equals_relevance():

@@ -262,6 +262,7 @@ def test_pruner_trains_on_an_archive_of_multi_clip_videos_with_its_own_schema(tm
     assert errors["uri"].tolist() == [str(tmp_path / "broken.mp4")] and errors["error_type"].iloc[0]
     metrics = epoch_metrics(tmp_path / "st", "archive")
     assert len(metrics) == 2 and all("val_top1" in m and "val_attr_cmap" in m for m in metrics)
+    assert all(-1 <= m["val_score_agreement"] <= 1 for m in metrics)
     index = pd.read_parquet(next((tmp_path / "st" / "clips").glob("*/index.parquet")))
     assert index.groupby("video").size().min() == 4  # every decoded video gave 4 clips
     from pipelines.train.schema import LabelSchema, carve_validation, resolve_labels

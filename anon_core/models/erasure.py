@@ -100,7 +100,9 @@ def fit_gradient_erasure(
             for p in mlp.parameters():
                 p.copy_(torch.empty_like(p).uniform_(-1, 1, generator=g) / np.sqrt(p.shape[-1]))
         opt = torch.optim.AdamW(mlp.parameters(), 3e-3, weight_decay=1e-4)
-        batches = [idx for _ in range(epochs) for idx in torch.randperm(len(xk), generator=g).split(64)]
+        # only the epochs max_steps reaches draw an order: the generator then seeds the next round's MLP alike
+        needed = min(epochs, -(-max_steps // -(-len(xk) // 64)))
+        batches = [idx for _ in range(needed) for idx in torch.randperm(len(xk), generator=g).split(64)]
         for idx in batches[:max_steps]:
             opt.zero_grad(set_to_none=True)
             nn.functional.binary_cross_entropy_with_logits(mlp(xk[idx]), zt[idx]).backward()

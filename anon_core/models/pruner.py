@@ -54,6 +54,7 @@ __all__ = [
     "pruner_small",
     "pruner_tiny",
     "relevance_loss",
+    "score_agreement",
     "score_tubelets",
     "select_tubelets",
     "tubelet_mask_from_ids",
@@ -314,6 +315,25 @@ def relevance_loss(out: PrunerOutput, rel_act: torch.Tensor, rel_priv: torch.Ten
             t = t / t.sum(-1, keepdim=True).clamp_min(eps)
             terms.append((t * ((t + eps).log() - (a.float() + eps).log())).sum(-1).mean())
     return torch.stack(terms).mean() if terms else out.action_logits.new_zeros(())
+
+
+def score_agreement(out: PrunerOutput) -> torch.Tensor | None:
+    """(B,) Spearman rank correlation between a_act and a_priv over the tubelets each pruning stage scored, averaged
+    over the stages; None when no stage pruned. Near 1, the privacy row ranks tubelets as the action row does, and
+    the score s = a_act - lambda_priv * a_priv is then a_act scaled down plus the rows' small differences: a larger
+    lambda_priv drops tubelets the action needs without aiming at the attributes (docs/methods.md §1)."""
+    if not out.stage_scores:
+        return None
+
+    def centred_ranks(a: torch.Tensor) -> torch.Tensor:
+        r = a.float().argsort(-1).argsort(-1).float()  # (B, n) rank of each tubelet; ties in index order
+        return r - r.mean(-1, keepdim=True)
+
+    rho = []
+    for a_act, a_priv, _ in out.stage_scores:
+        x, y = centred_ranks(a_act), centred_ranks(a_priv)
+        rho.append((x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-12))  # (B,)
+    return torch.stack(rho).mean(0)
 
 
 def pruner_tiny(**kwargs: Any) -> TubeletPruner:

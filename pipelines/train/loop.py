@@ -301,11 +301,13 @@ def train_func(cfg: dict) -> None:
 
 def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) -> dict:
     """Validation over every worker's share of the held-out clips: clip and video top-1 (video: mean of its clips'
-    softmax) and, for the pruner, the privacy head's attribute cMAP. Empty when there is no validation split."""
+    softmax) and, for the pruner, the privacy head's attribute cMAP and how alike its two CLS rows rank the tubelets
+    (`score_agreement`, mean over clips). Empty when there is no validation split."""
     import numpy as np
     import torch
 
     from anon_core.metrics import cmap, top1_accuracy, video_top1_accuracy
+    from anon_core.models.pruner import score_agreement
 
     from .clips import ordered_batches
     from .common import gather
@@ -313,7 +315,7 @@ def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) ->
     if len(val_pos) == 0:
         return {}
     model.eval()
-    probs, privacy, videos = [], [], []
+    probs, privacy, videos, agreement = [], [], [], []
     with torch.no_grad():
         for pos, clips in ordered_batches(store, val_pos, cfg["batch_size"], rank, world):
             out = model(inputs(clips, None))
@@ -321,8 +323,11 @@ def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) ->
             probs += logits.float().softmax(-1).cpu().tolist()
             if cfg["kind"] == "pruner":
                 privacy += out.privacy_logits.float().sigmoid().cpu().tolist()
+                rho = score_agreement(out)
+                agreement += [] if rho is None else rho.cpu().tolist()
             videos += store.video[pos].tolist()
     probs, privacy, videos = np.array(gather(probs)), np.array(gather(privacy)), np.array(gather(videos))
+    agreement = gather(agreement)
     labels = np.array(cfg["action"])[videos]
     metrics = {"val_top1": float(video_top1_accuracy(probs, labels, videos)),
                "val_clip_top1": float(top1_accuracy(probs, labels))}  # fmt: skip
@@ -332,6 +337,7 @@ def validate(model, store, val_pos, inputs, cfg: dict, rank: int, world: int) ->
             metrics["val_attr_cmap"] = float(cmap(attrs, privacy))
         except ValueError:  # every attribute constant over a tiny validation split: undefined, not zero
             metrics["val_attr_cmap"] = None
+        metrics["val_score_agreement"] = float(np.mean(agreement)) if agreement else None  # None: nothing pruned
     return metrics
 
 

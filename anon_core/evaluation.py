@@ -62,6 +62,12 @@ class Evaluation:
     worst_scores: np.ndarray | None = None  # (N_test, A)
     test: Split | None = None
     attacks: dict[str, AttackResult] = field(default_factory=dict)
+    video_correct: dict | None = None  # {test video: the action probe's video-level answer was right}
+
+
+def video_correct(probs: np.ndarray, labels: np.ndarray, video: np.ndarray) -> dict:
+    """{video: whether the argmax of its clips' mean probability is its label}: what video top-1 averages."""
+    return {v: bool(probs[rows].mean(0).argmax() == labels[rows[0]]) for v, rows in _rows_by_video(video).items()}
 
 
 def figure(ci: BootstrapCI | None) -> dict | None:
@@ -218,7 +224,7 @@ def evaluate_split(
         "n_test_videos": int(len(np.unique(test.video))),
         "utility": utility, "privacy": privacy, "reid": reid(train, test, n_boot=n_boot, seed=seed),
     }  # fmt: skip
-    return Evaluation(figures, pool[worst].scores, test, pool)
+    return Evaluation(figures, pool[worst].scores, test, pool, video_correct(probe.probs, test.action, test.video))
 
 
 def task_probe(train: Split, test: Split, y_train: np.ndarray, y_test: np.ndarray, *, seed: int = 0, epochs: int = 60,
@@ -265,7 +271,8 @@ def merge_pixels(features: Evaluation, pixels: Evaluation) -> Evaluation:
         "per_attribute_ap": src.figures["privacy"]["per_attribute_ap"],
     }
     utility = {**fig["utility"], "pixel_video_top1": pixels.figures["utility"]["video_top1"]}
-    return Evaluation({**fig, "utility": utility, "privacy": privacy}, src.worst_scores, src.test, pool)
+    return Evaluation({**fig, "utility": utility, "privacy": privacy}, src.worst_scores, src.test, pool,
+                      features.video_correct)  # fmt: skip
 
 
 def _rows_by_video(video: np.ndarray) -> dict:
@@ -303,6 +310,21 @@ def paired_leakage(method: Evaluation, reference: Evaluation, *, n_boot: int = 5
                 continue
     low, high = np.quantile(values, [0.025, 0.975]) if values else (np.nan, np.nan)
     return {"value": point, "low": float(low), "high": float(high)}
+
+
+def paired_top1_drop(method: Evaluation, reference: Evaluation, *, n_boot: int = 500, seed: int = 0) -> dict | None:
+    """The reference's video top-1 minus the method's, over the test videos both answered, with a paired bootstrap
+    (each resample draws videos and scores both on them): the drop's own CI, much narrower than the two top-1 CIs
+    side by side, since the same hard videos weigh on both. None when either lacks per-video answers."""
+    a, b = method.video_correct, reference.video_correct
+    common = sorted(set(a or {}) & set(b or {}))
+    if not common:
+        return None
+    diff = np.array([float(b[v]) - float(a[v]) for v in common])  # (V,) 1: only the reference was right
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
+    low, high = np.quantile(boots, [0.025, 0.975])
+    return {"value": float(diff.mean()), "low": float(low), "high": float(high)}
 
 
 def evaluate_bias(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anon_core.evaluation import Split, evaluate_bias, evaluate_split, paired_leakage
+from anon_core.evaluation import Evaluation, Split, evaluate_bias, evaluate_split, paired_leakage, paired_top1_drop
 
 A, ACTIONS = 5, 4
 
@@ -74,6 +74,23 @@ def test_anonymized_features_sit_at_the_chance_floor(anonymized, exact):
     assert abs(leak["value"]) < 0.15 and leak["low"] <= leak["value"] <= leak["high"]
     same = paired_leakage(exact, exact, n_boot=50)
     assert same["value"] == pytest.approx(1.0)
+
+
+def test_paired_top1_drop_is_the_difference_of_video_top1_with_a_ci_over_shared_videos(anonymized, exact):
+    """The drop's point is the reference's video top-1 minus the method's on the same test videos; its paired CI is
+    narrow when both miss the same hard videos, where the two top-1 CIs side by side would each span ~18 points."""
+    drop = paired_top1_drop(anonymized, exact, n_boot=200)
+    value = exact.figures["utility"]["video_top1"]["value"] - anonymized.figures["utility"]["video_top1"]["value"]
+    assert drop["value"] == pytest.approx(value) and drop["low"] <= drop["value"] <= drop["high"]
+    assert paired_top1_drop(exact, exact, n_boot=50) == {"value": 0.0, "low": 0.0, "high": 0.0}
+    videos = [f"v{i}" for i in range(100)]
+    ref = Evaluation({}, video_correct={v: i >= 30 for i, v in enumerate(videos)})  # 70 right: 30 hard videos
+    same_hard = Evaluation({}, video_correct={v: i >= 32 for i, v in enumerate(videos)})  # 68: two more missed
+    d = paired_top1_drop(same_hard, ref, n_boot=500)
+    assert d["value"] == pytest.approx(0.02) and 0.0 <= d["low"] and d["high"] <= 0.05
+    worse = Evaluation({}, video_correct={v: i >= 40 for i, v in enumerate(videos[:50])})  # only 50 videos answered
+    assert paired_top1_drop(worse, ref, n_boot=100)["value"] == pytest.approx(0.2)  # 20 of 50 right vs 10 of 50
+    assert paired_top1_drop(Evaluation({}), ref) is None
 
 
 def test_random_features_give_chance_everywhere():

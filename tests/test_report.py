@@ -132,6 +132,7 @@ def test_markdown_has_every_section(report, tmp_path):
         "0.5", "1", "2", "4", "0.25", "1"]  # fmt: skip
     targets = text.split("## Targets")[1].split("## Timings")[0]
     assert "**missed**" in targets and "| met |" in targets and "not measured" in targets
+    assert "| normalized leakage <= 0.25 | `aam` | 0.16 [0.13, 0.19] | 0.25 | met |" in targets  # the value's CI
     assert "| **total** | **31.2** |" in text  # summed: the report has no total of its own
     with_total = write_markdown({**report, "timings": {"load": 1.0, "total": 5.0}}, str(path))
     assert "| **total** | **5.0** |" in with_total and "| total |" not in with_total
@@ -209,6 +210,20 @@ def test_check_targets_boundaries():
     loose = check_targets(report, best_leakage_max=0.3, reference_top1_min=0.9)
     assert {(t["method"], t["name"]): t["met"] for t in loose}["edge", "best normalized leakage <= 0.3"] is True
     assert {(t["method"], t["name"]): t["met"] for t in loose}["raw", "reference video top-1 >= 90"] is False
+
+
+def test_a_paired_top1_drop_decides_its_target_and_shows_its_ci():
+    """With utility.video_top1_drop (the evaluation's paired figure) the target reads it, CI and all; without it the
+    drop is the difference of the two top-1 points, with no CI."""
+    methods = {"raw": judged("raw", family="raw", leakage=1.0, top1=0.80), "aam": judged("aam", leakage=0.1, top1=0.79),
+               "prune": judged("prune", family="prune", leakage=0.2, top1=0.79)}  # fmt: skip
+    methods["aam"]["utility"]["video_top1_drop"] = {"value": 0.025, "low": 0.005, "high": 0.045}  # videos in common
+    report = {"format": "anonvid-report/1", "reference": "raw", "methods": methods}
+    by = {(t["method"], t["name"].split()[0]): t for t in check_targets(report)}
+    assert by["aam", "video"]["value"] == 0.025 and by["aam", "video"]["ci"] == [0.005, 0.045]
+    assert by["aam", "video"]["met"] is False
+    assert by["prune", "video"]["value"] == pytest.approx(0.01) and "ci" not in by["prune", "video"]
+    assert by["prune", "normalized"]["ci"] == [pytest.approx(0.17), pytest.approx(0.23)]
 
 
 def test_check_targets_on_full_report(report):

@@ -16,6 +16,7 @@ from anon_core.evaluation import (
     evaluate_split,
     merge_pixels,
     paired_leakage,
+    paired_top1_drop,
     task_probe,
 )
 
@@ -138,6 +139,7 @@ def run_evaluation(cfg: EvaluateConfig, log=print) -> dict:
     ref = evals[cfg.reference]
     for name, ev in evals.items():
         methods[name]["privacy"]["normalized_leakage"] = paired_leakage(ev, ref, n_boot=cfg.n_boot, seed=cfg.seed)
+        methods[name]["utility"]["video_top1_drop"] = paired_top1_drop(ev, ref, n_boot=cfg.n_boot, seed=cfg.seed)
     if cfg.bias_labels:
         t0 = time.monotonic()
         bias_table, _ = corpus_labels(cfg.bias_labels, cfg.label_schema, extra=(cfg.bias_group,))

@@ -73,6 +73,9 @@ def test_the_benchmark_writes_a_complete_report_and_the_readme_table(bench):
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| `prune+aam` |" in text and "anonvid benchmark" in text
+    # the run's trade-off plot beside the README (no docs/ folder there), shown under the table
+    assert "](benchmark_tradeoff.png)" in text.split("<!-- benchmark:end -->")[0]
+    assert (readme.parent / "benchmark_tradeoff.png").read_bytes() == Path(f"{out}/tradeoff_leakage.png").read_bytes()
 
 
 @pytest.mark.timeout(300)

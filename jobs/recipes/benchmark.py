@@ -221,7 +221,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     report["benchmark"] = {"config": asdict(cfg), "machine": _machine(), "date": datetime.now(UTC).date().isoformat()}
     write_report(report, f"{out}/report")  # again, now with the benchmark's own steps and machine
     if cfg.readme:
-        write_readme_table(cfg.readme, report)
+        write_readme_table(cfg.readme, report, plot=f"{out}/report/tradeoff_leakage.png")
     return report
 
 
@@ -295,10 +295,23 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {gpu}, {platform.system()}"
 
 
-def write_readme_table(readme: str, report: dict) -> None:
-    """Replace the text between the benchmark markers in README with this run's table and the command."""
+README_PLOT = "benchmark_tradeoff.png"  # beside the README, in its docs/ folder where it has one
+
+
+def write_readme_table(readme: str, report: dict, plot: str | None = None) -> None:
+    """Replace the text between the benchmark markers in README with this run's table and the command; with `plot`
+    (the run's trade-off PNG), copy it beside the README (into its docs/ folder where there is one) and show it
+    under the table, so the README shows the sweeps' curves of the same run, not one point per method."""
+    import shutil
+
     from pipelines.evaluate.report import markdown_table
 
+    image = ""
+    if plot is not None:
+        home = os.path.dirname(os.path.abspath(readme))
+        rel = f"docs/{README_PLOT}" if os.path.isdir(os.path.join(home, "docs")) else README_PLOT
+        shutil.copyfile(plot, os.path.join(home, rel))
+        image = f"![Privacy-utility trade-off of this run: each method, baseline and sweep point, 95% CIs]({rel})\n\n"
     b = report["benchmark"]
     c = b["config"]
     met = sum(t["met"] is True for t in report["targets"])
@@ -307,7 +320,7 @@ def write_readme_table(readme: str, report: dict) -> None:
         f"({c['bias_videos']} more for the bias protocol), tiny models trained here; 95% bootstrap CIs over test "
         f"videos; worst case over the attacker pool. Chance: cMAP {100 * report['chance']['cmap']:.1f}, top-1 "
         f"{100 * report['chance']['top1']:.1f}. Targets met: {met} of {len(report['targets'])} (see "
-        f"`{c['out']}/report/report.md`).\n\n{markdown_table(report)}\n{END}"
+        f"`{c['out']}/report/report.md`).\n\n{markdown_table(report)}\n{image}{END}"
     )
     with open(readme) as fh:
         body = fh.read()

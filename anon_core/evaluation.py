@@ -314,8 +314,8 @@ def paired_leakage(method: Evaluation, reference: Evaluation, *, n_boot: int = 5
 
 def paired_top1_drop(method: Evaluation, reference: Evaluation, *, n_boot: int = 500, seed: int = 0) -> dict | None:
     """The reference's video top-1 minus the method's, over the test videos both answered, with a paired bootstrap
-    (each resample draws videos and scores both on them): the drop's own CI, much narrower than the two top-1 CIs
-    side by side, since the same hard videos weigh on both. None when either lacks per-video answers."""
+    (each resample draws videos and scores both on them): the drop's own CI, narrower than the two top-1 CIs side by
+    side suggest, since the videos both miss weigh on both alike. None when either lacks per-video answers."""
     a, b = method.video_correct, reference.video_correct
     common = sorted(set(a or {}) & set(b or {}))
     if not common:

@@ -321,7 +321,7 @@ def score_agreement(out: PrunerOutput) -> torch.Tensor | None:
     """(B,) Spearman rank correlation between a_act and a_priv over the tubelets each pruning stage scored, averaged
     over the stages; None when no stage pruned. Near 1, the privacy row ranks tubelets as the action row does, and
     the score s = a_act - lambda_priv * a_priv is then a_act scaled down plus the rows' small differences: a larger
-    lambda_priv drops tubelets the action needs without aiming at the attributes (docs/methods.md §1)."""
+    lambda_priv drops tubelets the action needs without aiming at the attributes (docs/methods.md §4)."""
     if not out.stage_scores:
         return None
 

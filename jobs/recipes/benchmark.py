@@ -307,7 +307,7 @@ def write_readme_table(readme: str, report: dict, plot: str | None = None) -> No
     from pipelines.evaluate.report import markdown_table
 
     image = ""
-    if plot is not None:
+    if plot is not None and os.path.exists(plot):  # a run whose plotting failed still writes its table
         home = os.path.dirname(os.path.abspath(readme))
         rel = f"docs/{README_PLOT}" if os.path.isdir(os.path.join(home, "docs")) else README_PLOT
         shutil.copyfile(plot, os.path.join(home, rel))

@@ -30,6 +30,7 @@ from .metrics import (
     macro_f1,
     normalized_leakage,
     top1_accuracy,
+    video_hits,
     video_top1_accuracy,
 )
 
@@ -63,11 +64,6 @@ class Evaluation:
     test: Split | None = None
     attacks: dict[str, AttackResult] = field(default_factory=dict)
     video_correct: dict | None = None  # {test video: the action probe's video-level answer was right}
-
-
-def video_correct(probs: np.ndarray, labels: np.ndarray, video: np.ndarray) -> dict:
-    """{video: whether the argmax of its clips' mean probability is its label}: what video top-1 averages."""
-    return {v: bool(probs[rows].mean(0).argmax() == labels[rows[0]]) for v, rows in _rows_by_video(video).items()}
 
 
 def figure(ci: BootstrapCI | None) -> dict | None:
@@ -224,7 +220,8 @@ def evaluate_split(
         "n_test_videos": int(len(np.unique(test.video))),
         "utility": utility, "privacy": privacy, "reid": reid(train, test, n_boot=n_boot, seed=seed),
     }  # fmt: skip
-    return Evaluation(figures, pool[worst].scores, test, pool, video_correct(probe.probs, test.action, test.video))
+    correct = dict(zip(*video_hits(probe.probs, test.action, test.video), strict=True))
+    return Evaluation(figures, pool[worst].scores, test, pool, correct)
 
 
 def task_probe(train: Split, test: Split, y_train: np.ndarray, y_test: np.ndarray, *, seed: int = 0, epochs: int = 60,
@@ -321,10 +318,7 @@ def paired_top1_drop(method: Evaluation, reference: Evaluation, *, n_boot: int =
     if not common:
         return None
     diff = np.array([float(b[v]) - float(a[v]) for v in common])  # (V,) 1: only the reference was right
-    rng = np.random.default_rng(seed)
-    boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
-    low, high = np.quantile(boots, [0.025, 0.975])
-    return {"value": float(diff.mean()), "low": float(low), "high": float(high)}
+    return _ci(np.mean, diff, groups=None, n_boot=n_boot, seed=seed)  # one row per video: videos are resampled
 
 
 def evaluate_bias(

@@ -75,6 +75,11 @@ def video_top1_accuracy(probs, labels, video_ids) -> float:
     Probabilities, not logits (apply softmax first): averaging logits is a different rule. All clips of a video
     must carry the same label.
     """
+    return float(np.mean(video_hits(probs, labels, video_ids)[1]))
+
+
+def video_hits(probs, labels, video_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) video ids (sorted) and (V,) bool: whether each video's vote (as in video_top1_accuracy) is its label."""
     p = _finite("probs", probs, ndim=2)
     if (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError("probs rows must be probabilities summing to 1; apply softmax to logits first")
@@ -91,7 +96,7 @@ def video_top1_accuracy(probs, labels, video_ids) -> float:
     sums = np.zeros((n_videos, p.shape[1]))
     np.add.at(sums, inv, p)
     # dividing by the clip count would not change the argmax, so the sums decide directly
-    return float(np.mean(sums.argmax(axis=1) == video_label))
+    return np.unique(vids), sums.argmax(axis=1) == video_label
 
 
 # --- privacy: attribute attackers ---

@@ -18,6 +18,7 @@ from anon_core.metrics import (
     normalized_leakage,
     rank1_reid,
     top1_accuracy,
+    video_hits,
     video_top1_accuracy,
 )
 
@@ -127,6 +128,8 @@ def test_top1_clip_and_video_level():
     probs[4] = [0.0, 1.0]  # video b now (0.45, 0.55) -> 1, wrong; clip level unchanged
     assert top1_accuracy(probs, labels) == pytest.approx(3 / 5)
     assert video_top1_accuracy(probs, labels, videos) == pytest.approx(0.5)
+    ids, hits = video_hits(probs, labels, videos)  # the per-video votes that figure averages
+    assert ids.tolist() == ["a", "b"] and hits.tolist() == [True, False]
     with pytest.raises(ValueError, match="softmax"):
         video_top1_accuracy(np.log(probs + 0.1), labels, videos)
     with pytest.raises(ValueError, match="different labels"):

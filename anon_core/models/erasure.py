@@ -26,6 +26,8 @@ principal components does not do it (the first removes nothing, the second the a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -101,7 +103,7 @@ def fit_gradient_erasure(
                 p.copy_(torch.empty_like(p).uniform_(-1, 1, generator=g) / np.sqrt(p.shape[-1]))
         opt = torch.optim.AdamW(mlp.parameters(), 3e-3, weight_decay=1e-4)
         # only the epochs max_steps reaches draw an order: the generator then seeds the next round's MLP alike
-        needed = min(epochs, -(-max_steps // -(-len(xk) // 64)))
+        needed = min(epochs, math.ceil(max_steps / math.ceil(len(xk) / 64)))
         batches = [idx for _ in range(needed) for idx in torch.randperm(len(xk), generator=g).split(64)]
         for idx in batches[:max_steps]:
             opt.zero_grad(set_to_none=True)

@@ -1,16 +1,19 @@
 """A synthetic video corpus for privacy-preserving action recognition, valid by construction.
 
 Private attributes live only in static appearance, actions only in motion:
-- A person (identity) is a fixed combination of the five binary ATTRIBUTES plus continuous details (skin shade,
-  hair colour, ...), reused across about `videos_per_identity` videos so re-identification can be measured.
+- A person (identity) is a fixed combination of the style's five binary attributes plus continuous details (skin
+  shade, hair colour, ...), reused across about `videos_per_identity` videos so re-identification can be measured.
 - Every video has the same pose drivers (gait, bounce, knee, wave, spin, kick, bend), each a phase mapped to pose
-  by one fixed waveform with one amplitude. In a video only its action's driver advances; every other driver is
+  by one fixed waveform with one amplitude. In a video only its action's drivers advance; every other driver is
   frozen at its own uniform random phase. A driver's phase is uniform at every frame either way, so the pose in
   one frame has the same distribution whatever the action. Walking adds translation; standing actors are placed
   where a walk would put them at a random frozen time, so a frame taken at a random time carries no action
   information. (At a fixed frame index, walk_left starts right of centre: models must not be given frame indices.)
 - Nuisances (position, scale, speed, phase, noise, lighting, jitter, background) are drawn the same way for every
   video, independent of action and attributes.
+
+Two drawing styles (`STYLES`): "puppet" (the benchmark's: ACTIONS, ATTRIBUTES, `synthetic_render`) and "blocks"
+(other shapes, background, actions and attributes, `synthetic_blocks`), built by the same rules.
 
 Randomness: the plan (attributes, actions, identities, splits) comes from one plan stream of `cfg.seed`; everything
 about video i comes from SeedSequence([seed, i]), so a video does not depend on how the work is scheduled.
@@ -30,6 +33,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from anon_core import synthetic_blocks
+from anon_core.synthetic_blocks import ATTRIBUTES as BLOCKS_ATTRIBUTES
 from anon_core.synthetic_render import DRIVERS, draw_appearance, draw_scene, render_clip
 
 GENERATOR_VERSION = "1"  # bump whenever the same config would render different pictures
@@ -49,6 +54,35 @@ ACTION_DRIVERS: dict[str, frozenset[str]] = {
     "kick": frozenset({"kick"}),
     "bend": frozenset({"bend"}),
 }
+
+
+@dataclass(frozen=True)
+class Style:
+    """A drawing style and what its people do and have: a corpus is made in one (`CorpusConfig.style`)."""
+
+    name: str
+    actions: tuple[str, ...]
+    drivers: dict[str, frozenset[str]]  # action -> the drivers that advance ("travel": horizontal translation)
+    directions: dict[str, int]  # travelling actions -> -1 (left) or +1 (right)
+    attributes: tuple[str, ...]  # private, binary, independent by design
+    group: str  # the attribute the bias protocol ties to one action
+
+
+# "puppet" is the benchmark's corpus (`synthetic_render`); "blocks" (`synthetic_blocks`) is another drawing with
+# other actions and other attributes on the same drivers and rules, to check that a recipe is not fitted to the first.
+STYLES: dict[str, Style] = {
+    "puppet": Style("puppet", ACTIONS, ACTION_DRIVERS, {"walk_left": -1, "walk_right": 1}, ATTRIBUTES, "gender_proxy"),
+    "blocks": Style(
+        "blocks",
+        ("march", "hop_left", "hop_right", "squat_wave", "spin_kick", "bow"),
+        {"march": frozenset({"gait"}), "hop_left": frozenset({"bounce", "travel"}),
+         "hop_right": frozenset({"bounce", "travel"}), "squat_wave": frozenset({"knee", "wave"}),
+         "spin_kick": frozenset({"spin", "kick"}), "bow": frozenset({"bend"})},
+        {"hop_left": -1, "hop_right": 1},
+        BLOCKS_ATTRIBUTES,
+        "hair_long",
+    ),  # fmt: skip
+}
 _ENCODER_OPTIONS = {
     # mbtree reads uninitialised memory in this x264 build: outputs then depend on what the process did before.
     "h264": {"crf": "19", "preset": "veryfast", "x264-params": "mbtree=0"},
@@ -67,11 +101,14 @@ class CorpusConfig:
     frames: int = 32
     fps: int = 25
     codec: Literal["h264", "vp9", "mpeg4"] = "h264"
+    style: Literal["puppet", "blocks"] = "puppet"  # how people look, what they do, what they have (STYLES)
     bias_protocol: bool = False
     split_by: Literal["video", "identity"] = "video"
     test_fraction: float = 0.2
     videos_per_identity: int = 5
-    bias_action: str = "walk_left"  # under the bias protocol, shot bias_fraction of the time with gender_proxy=1
+    # under the bias protocol, shot bias_fraction of the time with the style's group attribute (puppet: gender_proxy)
+    # at 1; None: the style's first action (puppet: walk_left)
+    bias_action: str | None = None
     bias_fraction: float = 0.95
 
     def __post_init__(self) -> None:
@@ -97,8 +134,14 @@ class CorpusConfig:
             errors.append(f"test_fraction={self.test_fraction!r}: need 0 <= test_fraction < 1")
         if not isinstance(self.videos_per_identity, int) or self.videos_per_identity < 1:
             errors.append(f"videos_per_identity={self.videos_per_identity!r}: need an integer >= 1")
-        if self.bias_action not in ACTIONS:
-            errors.append(f"bias_action={self.bias_action!r}: choose one of {list(ACTIONS)}")
+        if self.style not in STYLES:
+            errors.append(f"style={self.style!r}: choose one of {list(STYLES)}")
+        else:
+            actions = STYLES[self.style].actions
+            if self.bias_action is None:
+                object.__setattr__(self, "bias_action", actions[0])  # resolved, so corpus.json names it
+            elif self.bias_action not in actions:
+                errors.append(f"bias_action={self.bias_action!r}: choose one of {list(actions)} (style {self.style})")
         if not 0.0 <= self.bias_fraction <= 1.0:
             errors.append(f"bias_fraction={self.bias_fraction!r}: need 0 <= bias_fraction <= 1")
         if errors:
@@ -114,7 +157,7 @@ class Appearance:
     """Everything static about one person; identical in every video of that identity."""
 
     identity: int
-    attributes: tuple[int, ...]  # aligned with ATTRIBUTES
+    attributes: tuple[int, ...]  # aligned with the style's attributes (STYLES)
     skin_rgb: tuple[float, float, float]
     hair_rgb: tuple[float, float, float]
     shirt_rgb: tuple[float, float, float]
@@ -156,23 +199,25 @@ class VideoSpec:
     bg_freq: float  # grating cycles per frame width
     bg_pan_x: float  # background travel over the clip
     bg_pan_y: float
+    style: str = "puppet"
 
     def attribute(self, name: str) -> int:
-        return self.appearance.attributes[ATTRIBUTES.index(name)]
+        return self.appearance.attributes[STYLES[self.style].attributes.index(name)]
 
 
-def _appearance(seed: int, identity: int, attributes: tuple[int, ...]) -> Appearance:
+def _appearance(seed: int, identity: int, attributes: tuple[int, ...], style: Style) -> Appearance:
     """One identity's look, from its own stream: the same person whatever else is in the corpus."""
     rng = np.random.default_rng([seed, _IDENTITY_STREAM, identity])
-    details = draw_appearance(rng, dict(zip(ATTRIBUTES, attributes, strict=True)))
+    draw = synthetic_blocks.draw_appearance if style.name == "blocks" else draw_appearance
+    details = draw(rng, dict(zip(style.attributes, attributes, strict=True)))
     return Appearance(identity=identity, attributes=tuple(int(v) for v in attributes), **details)
 
 
-def _nuisance(seed: int, index: int, action: str, frames: int) -> dict:
+def _nuisance(seed: int, index: int, action: str, frames: int, style: Style) -> dict:
     """Per-video nuisances from the video's own stream, drawn in the same order whatever the action."""
     values = draw_scene(np.random.default_rng(np.random.SeedSequence([seed, index]).spawn(2)[0]), frames)
-    if action in ("walk_left", "walk_right"):
-        values["walk_dir"] = -1 if action == "walk_left" else 1
+    if action in style.directions:
+        values["walk_dir"] = style.directions[action]
     return values
 
 
@@ -184,14 +229,13 @@ def _balanced(rng: np.random.Generator, n: int, ones: int) -> np.ndarray:
     return rng.permutation(np.r_[np.ones(ones, np.int8), np.zeros(n - ones, np.int8)])
 
 
-def _attribute_design(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, len(ATTRIBUTES)) 0/1 attributes: each 1 for exactly half of the identities, and independent by design.
+def _attribute_design(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """(n, k) 0/1 attributes: each 1 for exactly half of the identities, and independent by design.
 
-    Every full block of 2^5 identities holds each attribute combination once (all pairwise correlations zero);
+    Every full block of 2^k identities holds each attribute combination once (all pairwise correlations zero);
     the remainder is made of complementary pairs (a combination and its opposite), which keeps every attribute
     balanced, plus one random combination when the count is odd.
     """
-    k = len(ATTRIBUTES)
     combos = (np.arange(2**k)[:, None] >> np.arange(k)) & 1
     rest = n % 2**k
     half = rng.permutation(2 ** (k - 1))[: rest // 2]  # the first half's complements are the second half
@@ -230,23 +274,24 @@ def _identity_test(rng: np.random.Generator, identity: np.ndarray, n_test: int) 
 
 def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
     """The per-video plan: identity, attributes, action, split and every generator parameter. No rendering."""
+    style = STYLES[cfg.style]
     rng = np.random.default_rng([cfg.seed, _PLAN_STREAM])
     n = cfg.videos
     n_ids = max(math.ceil(n / cfg.videos_per_identity), 2 if cfg.bias_protocol else 1)
-    attrs = _attribute_design(rng, n_ids)
+    attrs = _attribute_design(rng, n_ids, len(style.attributes))
     # Actions balanced over videos (counts differ by at most 1, which actions get the extra is random).
-    action_ids = rng.permutation(np.resize(rng.permutation(len(ACTIONS)), n))
+    action_ids = rng.permutation(np.resize(rng.permutation(len(style.actions)), n))
     if not cfg.bias_protocol:
         identity = rng.permutation(np.resize(np.arange(n_ids), n))
     else:
-        # Exact counts: the bias action gets gender_proxy=1 in round(f*n) of its videos, other actions get 0.
+        # Exact counts: the bias action gets group=1 in round(f*n) of its videos, other actions get 0.
         group = np.zeros(n, np.int8)
-        is_bias = action_ids == ACTIONS.index(cfg.bias_action)
+        is_bias = action_ids == style.actions.index(cfg.bias_action)
         for mask, majority in ((is_bias, 1), (~is_bias, 0)):
             idx = np.flatnonzero(mask)
             n_major = _round_half_up(cfg.bias_fraction * len(idx))
             group[idx] = np.where(_balanced(rng, len(idx), n_major) == 1, majority, 1 - majority)
-        gender = attrs[:, ATTRIBUTES.index("gender_proxy")]
+        gender = attrs[:, style.attributes.index(style.group)]
         pools = {g: rng.permutation(np.flatnonzero(gender == g)) for g in (0, 1)}
         identity = np.zeros(n, np.int64)
         for g in (0, 1):  # round-robin through the pool of the required group
@@ -257,7 +302,7 @@ def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
     if cfg.test_fraction > 0 and n >= 2:
         n_test = min(max(n_test, 1), n - 1)
     if cfg.split_by == "video":
-        gender_of = attrs[identity, ATTRIBUTES.index("gender_proxy")]
+        gender_of = attrs[identity, style.attributes.index(style.group)]
         strata = [
             (a, g) if cfg.bias_protocol else a for a, g in zip(action_ids.tolist(), gender_of.tolist(), strict=True)
         ]
@@ -265,10 +310,10 @@ def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
     else:
         test = _identity_test(rng, identity, n_test)
 
-    people = [_appearance(cfg.seed, k, tuple(attrs[k])) for k in range(n_ids)]
+    people = [_appearance(cfg.seed, k, tuple(attrs[k]), style) for k in range(n_ids)]
     specs = []
     for i in range(n):
-        action = ACTIONS[action_ids[i]]
+        action = style.actions[action_ids[i]]
         specs.append(
             VideoSpec(
                 index=i,
@@ -276,7 +321,8 @@ def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
                 action=action,
                 split="test" if test[i] else "train",
                 appearance=people[identity[i]],
-                **_nuisance(cfg.seed, i, action, cfg.frames),
+                **_nuisance(cfg.seed, i, action, cfg.frames, style),
+                style=cfg.style,
             )
         )
     return specs
@@ -290,7 +336,8 @@ def render_video(spec: VideoSpec, cfg: CorpusConfig, frame_indices: Sequence[int
     if frame_indices is not None and not all(0 <= t < cfg.frames for t in frame_indices):
         raise ValueError(f"frame_indices {list(frame_indices)} out of range: a clip has frames 0..{cfg.frames - 1}")
     pixel_seed = np.random.SeedSequence([cfg.seed, spec.index]).spawn(2)[1]
-    return render_clip(spec, ACTION_DRIVERS[spec.action], cfg.frames, cfg.size, pixel_seed, frame_indices)
+    active = STYLES[spec.style].drivers[spec.action]
+    return render_clip(spec, active, cfg.frames, cfg.size, pixel_seed, frame_indices, style=spec.style)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, codec: str, fps: int) -> None:
@@ -335,7 +382,7 @@ def _flat(prefix: str, obj) -> dict:
     out = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if f.name in ("index", "video_id", "action", "split", "appearance", "identity", "attributes"):  # own columns
+        if f.name in ("index", "video_id", "action", "split", "appearance", "identity", "attributes", "style"):
             continue
         if f.name == "phases":
             out.update({f"{prefix}phase_{d}": v for d, v in zip(DRIVERS, value, strict=True)})
@@ -348,7 +395,7 @@ def _flat(prefix: str, obj) -> dict:
 
 def labels_frame(specs: list[VideoSpec], cfg: CorpusConfig) -> pd.DataFrame:
     """One row per video: ids, path, split, action, attributes (int8), identity, gen_* parameters, encoding."""
-    ext = CODECS[cfg.codec][1]
+    ext, style = CODECS[cfg.codec][1], STYLES[cfg.style]
     rows = []
     for s in specs:
         row = {
@@ -356,16 +403,16 @@ def labels_frame(specs: list[VideoSpec], cfg: CorpusConfig) -> pd.DataFrame:
             "path": f"videos/{s.video_id}{ext}",
             "split": s.split,
             "action": s.action,
-            "action_id": ACTIONS.index(s.action),
+            "action_id": style.actions.index(s.action),
         }
-        row.update(zip(ATTRIBUTES, s.appearance.attributes, strict=True))
+        row.update(zip(style.attributes, s.appearance.attributes, strict=True))
         row["identity"] = s.appearance.identity
         row.update(_flat("gen_", s.appearance))
         row.update(_flat("gen_", s))
         row.update(codec=cfg.codec, fps=cfg.fps, frames=cfg.frames, size=cfg.size)
         rows.append(row)
     df = pd.DataFrame(rows)
-    return df.astype({a: "int8" for a in ATTRIBUTES} | {"action_id": "int64", "identity": "int64"})
+    return df.astype({a: "int8" for a in style.attributes} | {"action_id": "int64", "identity": "int64"})
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -391,16 +438,17 @@ def generate_corpus(
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "config": asdict(cfg),
-        "actions": list(ACTIONS),
-        "attributes": list(ATTRIBUTES),
+        "actions": list(STYLES[cfg.style].actions),
+        "attributes": list(STYLES[cfg.style].attributes),
         "drivers": list(DRIVERS),
         "encoder": {"name": CODECS[cfg.codec][0], "options": _ENCODER_OPTIONS[cfg.codec]},
     }
     manifest_path = out / "corpus.json"
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
-        if (old.get("generator_version"), old.get("config")) != (GENERATOR_VERSION, manifest["config"]):
-            was = old.get("config") or {}
+        # a field added since that corpus was made counts as its default (what the corpus was made with)
+        was = {f.name: f.default for f in fields(CorpusConfig)} | (old.get("config") or {})
+        if (old.get("generator_version"), was) != (GENERATOR_VERSION, manifest["config"]):
             diff = ", ".join(f"{k}={was.get(k)!r} there, {v!r} now" for k, v in manifest["config"].items()
                              if was.get(k) != v)  # fmt: skip
             if old.get("generator_version") != GENERATOR_VERSION:

@@ -21,10 +21,12 @@ def bench(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     readme = tmp / "README.md"
     readme.write_text("intro\n<!-- benchmark:begin -->\nold table\n<!-- benchmark:end -->\nrest\n")
+    # the other drawing style (6 actions, its own attributes and bias group): nothing in the recipe may assume the
+    # default corpus's classes or columns
     cfg = BenchmarkConfig(
-        out=str(tmp / "b"), videos=32, bias_videos=40, encoder_epochs=1, pruner_epochs=1, aam_epochs=2, epochs=5,
-        pixel_epochs=1, n_boot=20, sweep_lambda_priv=[3.0], sweep_keep_ratio=[], sweep_w_b=[], baselines=["blur"],
-        bias_methods=["raw", "aam"], readme=str(readme),
+        out=str(tmp / "b"), videos=32, bias_videos=40, style="blocks", encoder_epochs=1, pruner_epochs=1,
+        aam_epochs=2, epochs=5, pixel_epochs=1, n_boot=20, sweep_lambda_priv=[3.0], sweep_keep_ratio=[], sweep_w_b=[],
+        baselines=["blur"], bias_methods=["raw", "aam"], readme=str(readme),
     )  # fmt: skip
     report = run_benchmark(cfg, log=lambda msg: None)
     return cfg, report, readme
@@ -48,6 +50,9 @@ def test_the_benchmark_writes_a_complete_report_and_the_readme_table(bench):
     out = f"{cfg.out}/report"
     saved = json.load(open(f"{out}/report.json"))
     assert saved["format"] == "anonvid-report/1" and saved["reference"] == "raw"
+    from anon_core.synthetic import STYLES
+
+    assert saved["attributes"] == list(STYLES["blocks"].attributes) and "style=blocks" in saved["command"]
     methods = saved["methods"]
     assert set(methods) == {"raw", "prune", "aam", "prune+aam", "blur", "prune lambda=3"}
     assert methods["prune lambda=3"]["sweep"] == {"param": "lambda_priv", "value": 3.0}
@@ -96,14 +101,16 @@ def test_pixel_outputs_keep_small_anonymized_clips(bench):
 
 @pytest.mark.timeout(600)
 def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
+    from anon_core.synthetic import STYLES
     from jobs.cli import main
 
     cfg, _, _ = bench
     f = f"{cfg.out}/features"
     labels = f"{cfg.out}/corpus/labels.parquet"
+    schema = f"label_schema.attributes=[{','.join(STYLES['blocks'].attributes)}]"  # not the default corpus's columns
     stdout = sys.stdout
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r"), "--method", f"raw={f}/raw",
-                 "--method", f"aam={f}/aam", "--epochs", "3", "--attacker-seeds", "2", "--json"])  # fmt: skip
+                 "--method", f"aam={f}/aam", "--epochs", "3", "--attacker-seeds", "2", "--json", schema])  # fmt: skip
     sys.stdout = stdout  # --json leaves everything else on stderr for the rest of the process; this test goes on
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -114,7 +121,7 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
 
     # --dry-run: the same inputs checked, the plan printed, nothing trained or written
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "dry"), "--method", f"raw={f}/raw",
-                 "--method", f"aam={f}/aam", "--dry-run"])  # fmt: skip
+                 "--method", f"aam={f}/aam", "--dry-run", schema])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "dry run: 2 methods against 'raw'" in out and f"aam: {f}/aam (mode aam)" in out
     assert not (tmp_path / "dry").exists()
@@ -157,3 +164,4 @@ def test_a_pruner_started_from_the_encoder_must_share_its_stem():
     assert any("pruner_from_encoder" in e and "same stem" in e for e in errors), errors
     assert not BenchmarkConfig(pruner_options={"stem": "linear"}, pruner_from_encoder=False).validate()
     assert any("pruner_lr" in e for e in BenchmarkConfig(pruner_lr=0.0).validate())
+    assert any("style='anime'" in e for e in BenchmarkConfig(style="anime").validate())

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from anon_core.synthetic import (
-    ACTION_DRIVERS,
     ACTIONS,
     ATTRIBUTES,
     CODECS,
+    STYLES,
     CorpusConfig,
     frame_features_motion,
     frame_features_static,
@@ -46,6 +46,8 @@ from anon_core.synthetic_render import DRIVERS
         ({"size": 16}, r"size=16: need an even integer >= 32"),
         ({"videos": 0}, r"videos=0: need an integer >= 1"),
         ({"bias_action": "run"}, r"bias_action='run': choose one of \['walk_left'"),
+        ({"style": "blocks", "bias_action": "jump"}, r"bias_action='jump': choose one of \['march'.*\(style blocks\)"),
+        ({"style": "anime"}, r"style='anime': choose one of \['puppet', 'blocks'\]"),
         ({"frames": 1}, r"frames=1: need an integer >= 2"),
         ({"test_fraction": 1.0}, r"test_fraction=1.0: need 0 <= test_fraction < 1"),
         ({"split_by": "person"}, r"split_by='person': choose 'video' or 'identity'"),
@@ -127,12 +129,47 @@ def test_bias_protocol_has_exactly_the_95_5_shape(split_by):
     assert 0 < (bias.gender == 0).sum() and 0 < (rest.gender == 1).sum()  # the 5 % exists
 
 
+def test_the_blocks_style_has_its_own_actions_attributes_and_bias_group(tmp_path):
+    blocks = STYLES["blocks"]
+    assert not set(blocks.actions) & set(ACTIONS) and not set(blocks.attributes) & set(ATTRIBUTES)
+    specs = sample_videos(CorpusConfig(videos=300, seed=3, style="blocks"))
+    counts = pd.Series([s.action for s in specs]).value_counts()
+    assert set(counts.index) == set(blocks.actions) and counts.max() - counts.min() <= 1
+    assert np.all(np.abs(_attrs(specs).mean(axis=0) - 0.5) <= 0.05) and _attrs(specs).shape[1] == 5
+    hops = [s for s in specs if s.action.startswith("hop_")]
+    assert all(s.walk_dir == (-1 if s.action == "hop_left" else 1) for s in hops)
+    # the bias protocol ties the style's group attribute to its first action by default
+    cfg = CorpusConfig(videos=200, seed=6, style="blocks", bias_protocol=True)
+    assert cfg.bias_action == "march"
+    df = pd.DataFrame([{"action": s.action, "group": s.attribute("hair_long")} for s in sample_videos(cfg)])
+    assert df[df.action == "march"].group.mean() > 0.9 and df[df.action != "march"].group.mean() < 0.1
+    labels = generate_corpus(tmp_path, CorpusConfig(videos=6, size=32, frames=4, style="blocks"), workers=1)
+    assert (labels["action"].map(blocks.actions.index) == labels["action_id"]).all()
+    assert all(labels[a].dtype == np.int8 for a in blocks.attributes) and "gen_style" not in labels
+    manifest = json.loads((tmp_path / "corpus.json").read_text())
+    assert manifest["actions"] == list(blocks.actions) and manifest["attributes"] == list(blocks.attributes)
+    assert manifest["config"]["style"] == "blocks" and manifest["config"]["bias_action"] == "march"
+
+
+def test_a_corpus_made_before_a_config_field_existed_is_still_resumed(tmp_path):
+    # corpus.json of an older anonvid has no `style`: it was a puppet corpus, so the default config still fits it
+    cfg = CorpusConfig(videos=3, size=32, frames=4)
+    generate_corpus(tmp_path, cfg, workers=1)
+    manifest = json.loads((tmp_path / "corpus.json").read_text())
+    del manifest["config"]["style"]
+    (tmp_path / "corpus.json").write_text(json.dumps(manifest))
+    generate_corpus(tmp_path, cfg, workers=1)
+    (tmp_path / "corpus.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="style='puppet' there, 'blocks' now"):
+        generate_corpus(tmp_path, CorpusConfig(videos=3, size=32, frames=4, style="blocks"), workers=1)
+
+
 def test_nuisances_do_not_depend_on_the_action():
     # Drawn from the video's own stream in a fixed order: only a walker's direction follows its action.
-    from anon_core.synthetic import _nuisance
+    from anon_core.synthetic import STYLES, _nuisance
 
     for index in range(20):
-        draws = {action: _nuisance(3, index, action, 16) for action in ACTIONS}
+        draws = {action: _nuisance(3, index, action, 16, STYLES["puppet"]) for action in ACTIONS}
         without_direction = [{k: v for k, v in d.items() if k != "walk_dir"} for d in draws.values()]
         assert all(d == without_direction[0] for d in without_direction)
         assert draws["walk_left"]["walk_dir"] == -1 and draws["walk_right"]["walk_dir"] == 1
@@ -247,37 +284,41 @@ def test_feature_shapes_and_errors():
 # ---------------------------------------------------------------------------------------------------- validity
 
 # Single frames are cheap to render alone, so the static probes see 1600 videos (480 in test); the motion probe
-# needs whole clips and sees the first 480.
-VALIDITY = CorpusConfig(videos=1600, seed=11, size=64, frames=16, test_fraction=0.3)
+# needs whole clips and sees the first 480. Both drawing styles are held to the same rules.
+VALIDITY = {"videos": 1600, "seed": 11, "size": 64, "frames": 16, "test_fraction": 0.3}
 MOTION_VIDEOS = 480
 
 
-def _features(spec):
-    frame = [int(np.random.default_rng([VALIDITY.seed, spec.index, 99]).integers(VALIDITY.frames))]
+def _features(job):
+    spec, cfg = job
+    frame = [int(np.random.default_rng([cfg.seed, spec.index, 99]).integers(cfg.frames))]
     # The counterfactual this design avoids: drivers the action does not use resting at phase 0 instead of a
     # random phase. Its single frames do carry the action, so the static probe must be able to see it.
-    active = ACTION_DRIVERS[spec.action]
+    active = STYLES[spec.style].drivers[spec.action]
     resting = replace(spec, phases=tuple(p if d in active else 0.0 for d, p in zip(DRIVERS, spec.phases, strict=True)))
-    static = frame_features_static(render_video(spec, VALIDITY, frame)[0])
-    leaky = frame_features_static(render_video(resting, VALIDITY, frame)[0])
-    motion = frame_features_motion(render_video(spec, VALIDITY)) if spec.index < MOTION_VIDEOS else None
+    static = frame_features_static(render_video(spec, cfg, frame)[0])
+    leaky = frame_features_static(render_video(resting, cfg, frame)[0])
+    motion = frame_features_motion(render_video(spec, cfg)) if spec.index < MOTION_VIDEOS else None
     return static, leaky, motion
 
 
-@pytest.fixture(scope="module")
-def validity():
+@pytest.fixture(scope="module", params=list(STYLES))
+def validity(request):
     """Features of one random frame of every video and of the whole clip of the first ones, rendered (not
-    encoded) on 2 cores."""
-    specs = sample_videos(VALIDITY)
+    encoded) on 2 cores, for each drawing style."""
+    cfg = CorpusConfig(**VALIDITY, style=request.param)
+    style = STYLES[cfg.style]
+    specs = sample_videos(cfg)
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(2) as pool:
-        feats = pool.map(_features, specs, chunksize=50)
+        feats = pool.map(_features, [(s, cfg) for s in specs], chunksize=50)
     return {
+        "style": style,
         "static": np.stack([f[0] for f in feats]),
         "leaky_static": np.stack([f[1] for f in feats]),
         "motion": np.stack([f[2] for f in feats[:MOTION_VIDEOS]]),
         "test": np.array([s.split == "test" for s in specs]),
-        "action": np.array([ACTIONS.index(s.action) for s in specs]),
+        "action": np.array([style.actions.index(s.action) for s in specs]),
         "attrs": _attrs(specs),
     }
 
@@ -301,30 +342,32 @@ def _accuracy(probe, x, y, test) -> float:
 
 
 def test_one_frame_reveals_every_private_attribute(validity):
-    for j, name in enumerate(ATTRIBUTES):
+    for j, name in enumerate(validity["style"].attributes):
         acc = _accuracy(_linear_probe(0.05), validity["static"], validity["attrs"][:, j], validity["test"])
         print(f"static linear probe  {name:<15} accuracy {acc:.3f}  (chance 0.5, n_test={validity['test'].sum()})")
-        assert acc >= 0.75, f"{name} is not visible enough in a single frame: strengthen its appearance cue"
+        style = validity["style"].name
+        assert acc >= 0.75, f"{name} ({style}) is not visible enough in a single frame: strengthen its appearance cue"
 
 
-def _no_information_limit(n_test: int) -> float:
-    """With no action information, accuracy is at most Binomial(n_test, 1/8) / n_test: its 99.9 % quantile."""
+def _no_information_limit(n_test: int, classes: int) -> float:
+    """With no action information, accuracy is at most Binomial(n_test, 1/classes) / n_test: its 99.9 % quantile."""
     from scipy.stats import binom
 
-    return float(binom.ppf(0.999, n_test, 1 / len(ACTIONS)) / n_test)
+    return float(binom.ppf(0.999, n_test, 1 / classes) / n_test)
 
 
 def test_one_frame_does_not_reveal_the_action(validity):
-    limit = _no_information_limit(int(validity["test"].sum()))
+    limit = _no_information_limit(int(validity["test"].sum()), len(validity["style"].actions))
     for name, probe in (("linear", _linear_probe(0.05)), ("forest", _forest_probe())):
         acc = _accuracy(probe, validity["static"], validity["action"], validity["test"])
-        print(f"static {name} probe  action          accuracy {acc:.3f}  (chance 0.125, limit {limit:.3f})")
+        chance = 1 / len(validity["style"].actions)
+        print(f"static {name} probe  action          accuracy {acc:.3f}  (chance {chance:.3f}, limit {limit:.3f})")
         assert acc <= limit, "single frames carry action information: some pose or position depends on the action"
 
 
 def test_the_static_probe_would_see_an_action_leak(validity):
     """Without this, passing the test above could mean a blind probe rather than a clean corpus."""
-    limit = _no_information_limit(int(validity["test"].sum()))
+    limit = _no_information_limit(int(validity["test"].sum()), len(validity["style"].actions))
     acc = {
         name: _accuracy(probe, validity["leaky_static"], validity["action"], validity["test"])
         for name, probe in (("linear", _linear_probe(0.05)), ("forest", _forest_probe()))
@@ -340,7 +383,8 @@ def test_the_static_probe_would_see_an_action_leak(validity):
 def test_motion_reveals_the_action(validity):
     action, test = validity["action"][:MOTION_VIDEOS], validity["test"][:MOTION_VIDEOS]
     acc = _accuracy(_linear_probe(0.3), validity["motion"], action, test)
-    print(f"motion linear probe  action          accuracy {acc:.3f}  (chance 0.125, n_test={test.sum()})")
+    chance = 1 / len(validity["style"].actions)
+    print(f"motion linear probe  action          accuracy {acc:.3f}  (chance {chance:.3f}, n_test={test.sum()})")
     assert acc >= 0.6
 
 

@@ -39,6 +39,9 @@ class BenchmarkConfig:
     seed: int = 0
     size: int = 112
     frames: int = 32
+    # the corpus's drawing style, actions and attributes (anon_core.synthetic.STYLES): "blocks" runs the same recipe
+    # on another style, to see that nothing in it is fitted to the default one
+    style: str = "puppet"
     encoder_epochs: int = 40
     pruner_epochs: int = 20
     aam_epochs: int = 30
@@ -76,6 +79,10 @@ class BenchmarkConfig:
 
     def validate(self) -> list[str]:
         errors = []
+        from anon_core.synthetic import STYLES
+
+        if self.style not in STYLES:
+            errors.append(f"style={self.style!r}: choose one of {list(STYLES)}")
         if self.videos < 16 or self.bias_videos < 16:
             errors.append("videos and bias_videos must be >= 16 (both splits need every action)")
         if min(self.encoder_epochs, self.pruner_epochs, self.aam_epochs) < 1:
@@ -166,21 +173,23 @@ def _anonymize(output: str, manifest: str, models: dict, mode: str, **kw) -> dic
 
 
 def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
-    from anon_core.synthetic import ACTIONS, ATTRIBUTES, CorpusConfig, generate_corpus
+    from anon_core.synthetic import STYLES, CorpusConfig, generate_corpus
     from pipelines.anonymize import connect
     from pipelines.evaluate.run import EvalMethod, EvaluateConfig, run_evaluation, write_report
+    from pipelines.train.schema import LabelSchema
 
-    out, step = cfg.out, Steps(log)
+    out, step, style = cfg.out, Steps(log), STYLES[cfg.style]
     corpus, bias = f"{out}/corpus", f"{out}/bias"
     step("1 generate corpus", generate_corpus, corpus, CorpusConfig(videos=cfg.videos, seed=cfg.seed,
-         size=cfg.size, frames=cfg.frames))  # fmt: skip
+         size=cfg.size, frames=cfg.frames, style=cfg.style))  # fmt: skip
     step("1 generate bias corpus", generate_corpus, bias, CorpusConfig(videos=cfg.bias_videos, seed=cfg.seed + 1,
-         size=cfg.size, frames=cfg.frames, bias_protocol=True))  # fmt: skip
+         size=cfg.size, frames=cfg.frames, bias_protocol=True, style=cfg.style))  # fmt: skip
     labels, bias_labels = f"{corpus}/labels.parquet", f"{bias}/labels.parquet"
+    schema = LabelSchema(attributes=list(style.attributes))
     connect()
 
     m = f"{out}/models"
-    common = {"manifest": labels, "num_classes": len(ACTIONS)}
+    common = {"manifest": labels, "num_classes": len(style.actions), "label_schema": schema}
     models = {
         "encoder": step("2 train encoder", _train, "encoder", cfg, f"{m}/encoder", name="encoder",
                         builder="video_vit_tiny", epochs=cfg.encoder_epochs, model_options=cfg.encoder_options,
@@ -189,9 +198,10 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     }
     start = {"init_from": f"{m}/encoder/model.safetensors", "lr": cfg.pruner_lr} if cfg.pruner_from_encoder else {}
     models["pruner"] = step("2 train pruner", _train, "pruner", cfg, f"{m}/pruner", name="pruner",
-                            builder="pruner_tiny", epochs=cfg.pruner_epochs, num_privacy_classes=len(ATTRIBUTES),
+                            builder="pruner_tiny", epochs=cfg.pruner_epochs, num_privacy_classes=len(style.attributes),
                             model_options=cfg.pruner_options, **start, **common)  # fmt: skip
-    aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs, "num_actions": len(ACTIONS)}
+    aam = {"manifest": labels, "encoder": models["encoder"], "epochs": cfg.aam_epochs,
+           "num_actions": len(style.actions), "label_schema": schema}  # fmt: skip
     models["aam"] = step("2 train aam", _train, "aam", cfg, f"{m}/aam", name="aam", **aam)
     # prune+aam's AAM learns the features prune+aam hands it: those of the pruner's kept tubelets
     models["aam_pruned"] = step("2 train aam for prune+aam", _train, "aam", cfg, f"{m}/aam_pruned", name="aam-pruned",
@@ -214,7 +224,7 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
 
     ecfg = EvaluateConfig(labels=labels, methods=methods, out=f"{out}/report", bias_labels=bias_labels,
                           epochs=cfg.epochs, pixel_epochs=cfg.pixel_epochs, n_boot=cfg.n_boot, seed=cfg.seed,
-                          probes=cfg.probes,
+                          probes=cfg.probes, label_schema=schema, bias_group=style.group,
                           command=_command(cfg))  # fmt: skip
     report = step("4 evaluate", run_evaluation, ecfg, log=log)
     report["timings"] = {**step.times, **{f"  {k}": v for k, v in report["timings"].items()}}
@@ -259,7 +269,8 @@ def dry_run(cfg: BenchmarkConfig, log=print) -> dict:
     trained = {name: _bundle_exists(f"{m}/{name}") for name in trainings}
     runs = [name for name, _, _ in anonymize_runs(cfg, {w: f"{m}/aam_wb{w}" for w in cfg.sweep_w_b})]
     done = {n: os.path.exists(f"{cfg.out}/features/{_folder(n)}/_output.json") for n in runs}
-    log(f"corpus: {cfg.videos} videos + {cfg.bias_videos} for the bias protocol, {cfg.size} px, {cfg.frames} frames "
+    log(f"corpus: {cfg.videos} {cfg.style} videos + {cfg.bias_videos} for the bias protocol, {cfg.size} px, "
+        f"{cfg.frames} frames "
         f"(models see {cfg.clip_size} px clips{', motion only' if cfg.motion_input else ''})")  # fmt: skip
     for name, epochs in trainings.items():
         log(f"train {name}: {epochs} epochs" + (" (bundle exists: reused)" if trained[name] else ""))

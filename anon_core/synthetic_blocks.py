@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from anon_core.synthetic_render import _down, _hsv, _moved, _rot, _rounded, _smooth_noise
+from anon_core.synthetic_render import _down, _hsv, _moved, _rot, _rounded, _smooth_noise, waveforms
 
 if TYPE_CHECKING:
     from anon_core.synthetic import VideoSpec
@@ -78,11 +78,7 @@ def pose_shapes(spec: VideoSpec, theta: dict[str, float]) -> list[tuple]:
     """Shapes of the mannequin, back to front, in body units (the kinds of `synthetic_render.draw_shapes`)."""
     app = spec.appearance
     attr = spec.attribute
-    gait = math.sin(theta["gait"])
-    squat = (1 - math.cos(theta["knee"])) / 2
-    kick = KICK_RAISE * max(0.0, math.sin(theta["kick"]))
-    bend = BEND_TILT * (1 - math.cos(theta["bend"])) / 2
-    squish = max(abs(math.cos(theta["spin"])), SPIN_MIN_WIDTH)
+    gait, squat, kick, bend, squish = waveforms(theta, KICK_RAISE, BEND_TILT, SPIN_MIN_WIDTH)
     width = app.width_factor
     shoulder, hip = SHOULDER_HALF * width, HIP_HALF * width
 

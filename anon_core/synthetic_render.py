@@ -122,6 +122,17 @@ def _down(angle: float) -> np.ndarray:
     return np.array([math.sin(angle), math.cos(angle)])
 
 
+def waveforms(theta: dict[str, float], kick_raise: float, bend_tilt: float, spin_min_width: float) -> tuple:
+    """(gait, squat, kick, bend, squish): each driver's phase through its fixed waveform, shared by both styles
+    (each with its own amplitudes). gait in [-1, 1]; squat in [0, 1]; kick in [0, kick_raise] (radians); bend in
+    [0, bend_tilt] (radians); squish in [spin_min_width, 1] (the body's width as it turns)."""
+    gait = math.sin(theta["gait"])
+    squat = (1 - math.cos(theta["knee"])) / 2
+    kick = kick_raise * max(0.0, math.sin(theta["kick"]))
+    bend = bend_tilt * (1 - math.cos(theta["bend"])) / 2
+    return gait, squat, kick, bend, max(abs(math.cos(theta["spin"])), spin_min_width)
+
+
 def pose_shapes(spec: VideoSpec, theta: dict[str, float]) -> list[tuple]:
     """Shapes of the actor, back to front, in body units: (kind, geometry..., radius, rgb).
 
@@ -130,11 +141,7 @@ def pose_shapes(spec: VideoSpec, theta: dict[str, float]) -> list[tuple]:
     """
     app = spec.appearance
     g, face_visible = spec.attribute("gender_proxy"), spec.attribute("face_visible")
-    gait = math.sin(theta["gait"])
-    squat = (1 - math.cos(theta["knee"])) / 2
-    kick = KICK_RAISE * max(0.0, math.sin(theta["kick"]))
-    bend = BEND_TILT * (1 - math.cos(theta["bend"])) / 2
-    squish = max(abs(math.cos(theta["spin"])), SPIN_MIN_WIDTH)
+    gait, squat, kick, bend, squish = waveforms(theta, KICK_RAISE, BEND_TILT, SPIN_MIN_WIDTH)
     width = app.width_factor
     shoulder, hip = SHOULDER_HALF[g] * width, HIP_HALF[g] * width
 

@@ -291,8 +291,8 @@ def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
             idx = np.flatnonzero(mask)
             n_major = _round_half_up(cfg.bias_fraction * len(idx))
             group[idx] = np.where(_balanced(rng, len(idx), n_major) == 1, majority, 1 - majority)
-        gender = attrs[:, style.attributes.index(style.group)]
-        pools = {g: rng.permutation(np.flatnonzero(gender == g)) for g in (0, 1)}
+        person_group = attrs[:, style.attributes.index(style.group)]
+        pools = {g: rng.permutation(np.flatnonzero(person_group == g)) for g in (0, 1)}
         identity = np.zeros(n, np.int64)
         for g in (0, 1):  # round-robin through the pool of the required group
             idx = np.flatnonzero(group == g)
@@ -302,9 +302,9 @@ def sample_videos(cfg: CorpusConfig) -> list[VideoSpec]:
     if cfg.test_fraction > 0 and n >= 2:
         n_test = min(max(n_test, 1), n - 1)
     if cfg.split_by == "video":
-        gender_of = attrs[identity, style.attributes.index(style.group)]
+        group_of = attrs[identity, style.attributes.index(style.group)]
         strata = [
-            (a, g) if cfg.bias_protocol else a for a, g in zip(action_ids.tolist(), gender_of.tolist(), strict=True)
+            (a, g) if cfg.bias_protocol else a for a, g in zip(action_ids.tolist(), group_of.tolist(), strict=True)
         ]
         test = _stratified_test(rng, strata, n_test)
     else:

@@ -57,6 +57,19 @@ def config_errors(cls: type, path: str | None, overrides: Sequence[str] = ()) ->
     return _load(cls, path, overrides)[0]
 
 
+def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
+    """A copy of the config dataclass `cfg` with `key=value` overrides applied and checked as `load_config` would:
+    for a job whose config is built from flags, so its key=value words work without a --config file too."""
+    errors: list[str] = []
+    raw = _plain(cfg)
+    for item in overrides:
+        _apply_override(raw, item, errors)
+    out = _convert(type(cfg), raw, "", errors)  # no ${NAME} expansion: the flags' values were never expanded
+    if errors:
+        raise ConfigError([f"<command line>: {e}" for e in errors])
+    return out
+
+
 def dump_config(cfg: Any) -> str:
     """YAML text of a config dataclass that `load_config` reads back to an equal object."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):

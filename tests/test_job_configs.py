@@ -212,3 +212,20 @@ def test_validate_config_inputs_reports_what_the_run_would_refuse(tmp_path, monk
     assert main(["validate-config", "--inputs", cfg, "manifest=nowhere/labels.parquet"]) == 2
     assert "nowhere/labels.parquet does not exist" in capsys.readouterr().out
     assert main(["validate-config", cfg, "manifest=nowhere/labels.parquet"]) == 0  # without --inputs: the file only
+
+
+def test_evaluate_key_value_words_apply_last_with_or_without_a_config_file(tmp_path):
+    from jobs.cli import parse_args
+    from jobs.commands.evaluate import build_config
+
+    (tmp_path / "ev.yaml").write_text("labels: l.parquet\nout: r\nmethods: [{name: raw, output: o}]\nepochs: 3\n")
+    schema = "label_schema.attributes=[glasses,scarf]"
+    argv = ["evaluate", "--config", str(tmp_path / "ev.yaml"), "--epochs", "7", "epochs=9", schema]
+    cfg = build_config(parse_args(argv), argv[1:])
+    assert cfg.epochs == 9 and cfg.label_schema.attributes == ["glasses", "scarf"]  # over the flag and the file
+    argv = ["evaluate", "--config", str(tmp_path / "ev.yaml"), "--epochs", "7"]
+    assert build_config(parse_args(argv), argv[1:]).epochs == 7  # a flag over the file
+    # without a file: the words were dropped before, so a corpus with other attribute columns could not be evaluated
+    argv = ["evaluate", "--method", "raw=o", "labels=l.parquet", "out=r", schema]
+    cfg = build_config(parse_args(argv), argv[1:])
+    assert (cfg.labels, cfg.out, cfg.label_schema.attributes) == ("l.parquet", "r", ["glasses", "scarf"])

@@ -23,7 +23,8 @@ Sweep points: --method prune-l2=feats/prune_l2 --sweep prune-l2=lambda_priv:2.0
 
 def add_parser(sub, name: str) -> None:
     p = add_command(sub, name, "attack anonymized outputs and report privacy and utility", EXAMPLES)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields (with --config)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override config fields (applied last, over --config and the flags)")  # fmt: skip
     p.add_argument("--config", help="YAML with the fields of pipelines.evaluate.run.EvaluateConfig")
     p.add_argument("--method", action="append", default=[], metavar="NAME=OUTPUT", help="a method's anonymize output")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=PARAM:VALUE", help="mark NAME a sweep point")
@@ -69,7 +70,7 @@ def _pairs(items: list[str], flag: str, errors: list[str]) -> dict[str, str]:
 def build_config(args: argparse.Namespace, argv: list[str] | None = None):
     from pipelines.evaluate.run import EvalMethod, EvaluateConfig, Sweep
 
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError, apply_overrides, load_config
 
     errors: list[str] = []
     base = load_config(EvaluateConfig, args.config, args.overrides) if args.config else None
@@ -91,9 +92,10 @@ def build_config(args: argparse.Namespace, argv: list[str] | None = None):
         else:
             methods[name].bias_output = output
     given = {k: getattr(args, k) for k in SCALAR_FLAGS if getattr(args, k) is not None}
+    overridden = {item.partition("=")[0].strip() for item in args.overrides}
     for req in ("labels", "out"):
-        if req not in given and not (base and getattr(base, req)):
-            errors.append(f"--{req} is required (or give it in --config)")
+        if req not in given and req not in overridden and not (base and getattr(base, req)):
+            errors.append(f"--{req} is required (or give it in --config, or as {req}=...)")
     if errors:
         raise ConfigError(errors)
     if base:
@@ -102,7 +104,9 @@ def build_config(args: argparse.Namespace, argv: list[str] | None = None):
         base.methods = list(methods.values())
         cfg = base
     else:
-        cfg = EvaluateConfig(methods=list(methods.values()), **given)
+        cfg = EvaluateConfig(methods=list(methods.values()), **{"labels": "", "out": "", **given})
+    if args.overrides:  # last: key=value words override the file and the flags (with or without --config)
+        cfg = apply_overrides(cfg, args.overrides)
     cfg.command = "anonvid evaluate " + shlex.join(argv if argv is not None else sys.argv[2:])
     problems = cfg.validate()
     if problems:

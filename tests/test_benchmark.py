@@ -132,7 +132,7 @@ def test_evaluate_cli_on_anonymize_outputs(bench, tmp_path, capsys):
     code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r5"), "--method", f"raw={f}/raw",
                  "--attacker-seeds", "0"])  # fmt: skip
     assert code == 2 and "attacker_seeds=0: need an integer >= 1" in capsys.readouterr().err
-    code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r3"), "--method", f"raw={tmp_path}"])
+    code = main(["evaluate", "--labels", labels, "--out", str(tmp_path / "r3"), "--method", f"raw={tmp_path}", schema])
     assert code == 2 and "not an anonvid output" in capsys.readouterr().err
     code = main(["evaluate", "--out", str(tmp_path / "r4"), "--method", "raw", "--sweep", "x=lambda_priv:1"])
     err = capsys.readouterr().err

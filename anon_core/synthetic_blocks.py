@@ -124,11 +124,9 @@ def pose_shapes(spec: VideoSpec, theta: dict[str, float]) -> list[tuple]:
         shapes += _outlined(_box(ankle + [-0.05, 0.015], ankle + [0.05, 0.015], 0.025), SHOE_RGB)
     shapes += _outlined(torso, shirt, 0.02)
     if attr("jacket"):  # worn open: two panels down the sides of the shirt
-        for side in (-1, 1):
+        for outer, inner in (([0, 3], [1, 2]), ([1, 2], [0, 3])):  # torso corners: left edge, right edge
             panel = torso.copy()
-            panel[[0, 3] if side < 0 else [1, 2]] = torso[[0, 3] if side < 0 else [1, 2]]
-            panel[[1, 2] if side < 0 else [0, 3]] = (torso[[0, 3] if side < 0 else [1, 2]] * 0.45
-                                                     + torso[[1, 2] if side < 0 else [0, 3]] * 0.55)  # fmt: skip
+            panel[inner] = torso[outer] * 0.45 + torso[inner] * 0.55  # its inner edge 55% of the way across
             shapes.append(("poly", panel, 0.02, app.hat_rgb))
     for shoulder_joint, elbow, wrist in arms:
         sleeve = app.hat_rgb if attr("jacket") else shirt  # the jacket's sleeves, or the shirt's short ones

@@ -13,7 +13,9 @@ Private attributes live only in static appearance, actions only in motion:
   video, independent of action and attributes.
 
 Two drawing styles (`STYLES`): "puppet" (the benchmark's: ACTIONS, ATTRIBUTES, `synthetic_render`) and "blocks"
-(other shapes, background, actions and attributes, `synthetic_blocks`), built by the same rules.
+(other shapes, background, actions and attributes, `synthetic_blocks`), built by the same rules. A style is one
+`Style` record: its actions and their drivers, its attributes, and its `Drawing` (how its people and walls are drawn);
+a third style is a module with a `Drawing` and one more entry in STYLES.
 
 Randomness: the plan (attributes, actions, identities, splits) comes from one plan stream of `cfg.seed`; everything
 about video i comes from SeedSequence([seed, i]), so a video does not depend on how the work is scheduled.
@@ -33,9 +35,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from anon_core import synthetic_blocks
 from anon_core.synthetic_blocks import ATTRIBUTES as BLOCKS_ATTRIBUTES
-from anon_core.synthetic_render import DRIVERS, draw_appearance, draw_scene, render_clip
+from anon_core.synthetic_blocks import BLOCKS
+from anon_core.synthetic_render import DRIVERS, PUPPET, Drawing, draw_scene, render_clip
 
 GENERATOR_VERSION = "1"  # bump whenever the same config would render different pictures
 
@@ -66,12 +68,15 @@ class Style:
     directions: dict[str, int]  # travelling actions -> -1 (left) or +1 (right)
     attributes: tuple[str, ...]  # private, binary, independent by design
     group: str  # the attribute the bias protocol ties to one action
+    drawing: Drawing  # how its people and walls look (its appearance draws, pose shapes, background)
 
 
 # "puppet" is the benchmark's corpus (`synthetic_render`); "blocks" (`synthetic_blocks`) is another drawing with
 # other actions and other attributes on the same drivers and rules, to check that a recipe is not fitted to the first.
 STYLES: dict[str, Style] = {
-    "puppet": Style("puppet", ACTIONS, ACTION_DRIVERS, {"walk_left": -1, "walk_right": 1}, ATTRIBUTES, "gender_proxy"),
+    "puppet": Style(
+        "puppet", ACTIONS, ACTION_DRIVERS, {"walk_left": -1, "walk_right": 1}, ATTRIBUTES, "gender_proxy", PUPPET
+    ),
     "blocks": Style(
         "blocks",
         ("march", "hop_left", "hop_right", "squat_wave", "spin_kick", "bow"),
@@ -81,6 +86,7 @@ STYLES: dict[str, Style] = {
         {"hop_left": -1, "hop_right": 1},
         BLOCKS_ATTRIBUTES,
         "hair_long",
+        BLOCKS,
     ),  # fmt: skip
 }
 _ENCODER_OPTIONS = {
@@ -208,8 +214,7 @@ class VideoSpec:
 def _appearance(seed: int, identity: int, attributes: tuple[int, ...], style: Style) -> Appearance:
     """One identity's look, from its own stream: the same person whatever else is in the corpus."""
     rng = np.random.default_rng([seed, _IDENTITY_STREAM, identity])
-    draw = synthetic_blocks.draw_appearance if style.name == "blocks" else draw_appearance
-    details = draw(rng, dict(zip(style.attributes, attributes, strict=True)))
+    details = style.drawing.appearance(rng, dict(zip(style.attributes, attributes, strict=True)))
     return Appearance(identity=identity, attributes=tuple(int(v) for v in attributes), **details)
 
 
@@ -337,7 +342,7 @@ def render_video(spec: VideoSpec, cfg: CorpusConfig, frame_indices: Sequence[int
         raise ValueError(f"frame_indices {list(frame_indices)} out of range: a clip has frames 0..{cfg.frames - 1}")
     pixel_seed = np.random.SeedSequence([cfg.seed, spec.index]).spawn(2)[1]
     active = STYLES[spec.style].drivers[spec.action]
-    return render_clip(spec, active, cfg.frames, cfg.size, pixel_seed, frame_indices, style=spec.style)
+    return render_clip(spec, active, cfg.frames, cfg.size, pixel_seed, frame_indices, STYLES[spec.style].drawing)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, codec: str, fps: int) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from anon_core.synthetic_render import _down, _hsv, _moved, _rot, _rounded, _smooth_noise, waveforms
+from anon_core.synthetic_render import Drawing, _down, _hsv, _moved, _rot, _rounded, _smooth_noise, waveforms
 
 if TYPE_CHECKING:
     from anon_core.synthetic import VideoSpec
@@ -174,3 +174,6 @@ def background_texture(spec: VideoSpec, side: int, size: int, rng: np.random.Gen
         np.maximum(field[y0:y1, x0:x1], np.clip(r - d + 0.5, 0, 1), out=field[y0:y1, x0:x1])
     mix = (np.clip(spec.bg_contrast * 2.0, 0.0, 1.0) * field)[..., None]
     return np.clip((a + mix * (b - a)) * shade[..., None], 0.0, 1.0)
+
+
+BLOCKS = Drawing(draw_appearance, pose_shapes, background_texture, THIGH + SHIN)

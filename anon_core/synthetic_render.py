@@ -11,7 +11,8 @@ shape's bounding box, so a 64x64 frame with ~25 shapes costs about a millisecond
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -344,6 +345,19 @@ def _crop_bilinear(texture: np.ndarray, x: float, y: float, size: int) -> np.nda
     return top * (1 - fy) + bottom * fy
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """How a style draws one video: everything `render_clip` and the corpus need that differs between styles."""
+
+    appearance: Callable[[np.random.Generator, dict[str, int]], dict]  # (rng, attributes) -> Appearance's details
+    pose_shapes: Callable[[VideoSpec, dict[str, float]], list[tuple]]  # (spec, driver phases) -> shapes in body units
+    background: Callable[[VideoSpec, int, int, np.random.Generator], np.ndarray]  # (spec, side, size, rng) -> texture
+    leg_length: float  # hip to sole in body units: puts the feet on spec.ground_y
+
+
+PUPPET = Drawing(draw_appearance, pose_shapes, background_texture, THIGH + SHIN)
+
+
 def render_clip(
     spec: VideoSpec,
     active: frozenset[str],
@@ -351,7 +365,7 @@ def render_clip(
     size: int,
     seed: np.random.SeedSequence,
     indices: Sequence[int] | None = None,
-    style: str = "puppet",
+    drawing: Drawing = PUPPET,
 ) -> np.ndarray:
     """(len(indices), size, size, 3) uint8 frames of a `frames`-long clip (all frames when indices is None).
 
@@ -359,13 +373,8 @@ def render_clip(
     then the actor walks x(t) = x_center + dir * speed * (t - (T-1)/2); otherwise it stands where that walk would
     put it at the frozen time spec.walk_tau, so a frame taken at a random time has the same position distribution
     whether or not the actor walks. Each frame has its own noise stream, so any frame can be rendered alone.
-    style: "puppet" (this module's drawing) or "blocks" (`anon_core.synthetic_blocks`).
+    drawing: the style's (`PUPPET`, this module's; `anon_core.synthetic_blocks.BLOCKS`; `Style.drawing`).
     """
-    shapes_of, texture_of, legs = pose_shapes, background_texture, THIGH + SHIN
-    if style == "blocks":
-        from anon_core import synthetic_blocks as blocks
-
-        shapes_of, texture_of, legs = blocks.pose_shapes, blocks.background_texture, blocks.THIGH + blocks.SHIN
     s = float(size)
     speed = spec.walk_travel * s / max(frames - 1, 1)  # px per frame
     pan = np.array([spec.bg_pan_x, spec.bg_pan_y]) * s / max(frames - 1, 1)
@@ -374,7 +383,7 @@ def render_clip(
     jitter = rng.normal(0.0, spec.jitter_sigma * s, size=(frames, 2))
     margin = int(math.ceil(np.abs(pan).max() * frames + np.abs(jitter).max() + 4))
     side = size + 2 * margin + 2
-    texture = texture_of(spec, side, size, rng)
+    texture = drawing.background(spec, side, size, rng)
     px_per_unit = spec.scale * spec.appearance.height_factor * s
     tint = np.asarray(spec.tint, np.float32)
     indices = range(frames) if indices is None else indices
@@ -387,8 +396,8 @@ def render_clip(
         bg_x = margin - pan[0] * (t - (frames - 1) / 2) - jitter[t, 0]
         bg_y = margin - pan[1] * (t - (frames - 1) / 2) - jitter[t, 1]
         canvas = _crop_bilinear(texture, bg_x, bg_y, size).copy()
-        origin = np.array([x + jitter[t, 0], spec.ground_y * s - legs * px_per_unit + jitter[t, 1]])
-        draw_shapes(canvas, shapes_of(spec, theta), origin, px_per_unit)
+        origin = np.array([x + jitter[t, 0], spec.ground_y * s - drawing.leg_length * px_per_unit + jitter[t, 1]])
+        draw_shapes(canvas, drawing.pose_shapes(spec, theta), origin, px_per_unit)
         gain = spec.gain * (1 + spec.flicker_amp * math.sin(2 * math.pi * spec.flicker_freq * t + spec.flicker_phase))
         noise = np.random.default_rng(frame_seeds[t]).normal(0.0, spec.noise_sigma, size=canvas.shape)
         out[i] = np.clip((canvas * (gain * tint) + noise.astype(np.float32)) * 255 + 0.5, 0, 255).astype(np.uint8)

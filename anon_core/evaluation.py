@@ -28,6 +28,7 @@ from .metrics import (
     cmap,
     cmap_report,
     macro_f1,
+    nearest_other,
     normalized_leakage,
     top1_accuracy,
     video_hits,
@@ -133,18 +134,6 @@ def _video_rows(s: Split, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray
     return z[ids >= 0], ids[ids >= 0]
 
 
-def _nearest(q: np.ndarray, gallery: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """For each query row, the index of the most cosine-similar gallery row other than its own (index `own`)."""
-    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    q, gallery = unit(q), unit(gallery)
-    best = np.empty(len(q), np.int64)
-    for start in range(0, len(q), 1024):
-        sim = q[start : start + 1024] @ gallery.T  # (chunk, V)
-        sim[np.arange(sim.shape[0]), own[start : start + 1024]] = -np.inf  # not the video itself
-        best[start : start + 1024] = sim.argmax(1)
-    return best
-
-
 def identity_discriminant(z: np.ndarray, ids: np.ndarray):
     """A linear metric learned on labelled people: LDA of (V, D) video rows by person (Ledoit-Wolf shrinkage, so no
     constant is chosen), fitted on the people seen in two or more videos. Returns its transform, or None when fewer
@@ -178,7 +167,8 @@ def reid(train: Split, test: Split, *, n_boot: int, seed: int, folds: int = 5) -
         return None  # no person appears in two videos: nothing to link
     _, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
     queries = np.flatnonzero(counts[inv.reshape(-1)] > 1)  # only people seen in another video count
-    matchers = {"cosine": (ids[_nearest(z[queries], z, queries)] == ids[queries]).astype(np.float64)}
+    video = np.arange(len(z))  # one row per video
+    matchers = {"cosine": (ids[nearest_other(z[queries], z, queries, video)] == ids[queries]).astype(np.float64)}
     # fold of each video: 0..folds-1 for training videos (a seeded shuffle), -1 for test videos
     fold = np.concatenate([np.random.default_rng(seed).permutation(len(z_train)) % folds, np.full(len(z_test), -1)])
     hits = np.zeros(len(z))
@@ -190,7 +180,7 @@ def reid(train: Split, test: Split, *, n_boot: int, seed: int, folds: int = 5) -
         transform = identity_discriminant(z_train[fit], ids_train[fit])
         if transform is None:
             break  # too few labelled people to learn from: the cosine matcher alone
-        hits[rows] = ids[_nearest(transform(z[rows]), transform(z), rows)] == ids[rows]
+        hits[rows] = ids[nearest_other(transform(z[rows]), transform(z), rows, video)] == ids[rows]
     else:
         matchers["lda"] = hits[queries]
     worst = max(matchers, key=lambda k: matchers[k].mean())

@@ -275,6 +275,20 @@ def _reid_setup(identities, video_ids, n: int) -> tuple[np.ndarray, np.ndarray, 
     return ids, vids, same_identity_other_video
 
 
+def nearest_other(queries, gallery, query_video, gallery_video, *, chunk: int = 1024) -> np.ndarray:
+    """For each query row, the index of the most cosine-similar gallery row of ANOTHER video (query_video[i] and
+    gallery_video[j] name each row's video). Ties go to the lowest index; an all-zero row has similarity 0 to all."""
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    q, g = unit(np.asarray(queries, np.float64)), unit(np.asarray(gallery, np.float64))
+    query_video, gallery_video = np.asarray(query_video), np.asarray(gallery_video)
+    best = np.empty(len(q), np.int64)
+    for start in range(0, len(q), chunk):
+        sim = q[start : start + chunk] @ g.T  # (chunk, n)
+        sim[query_video[start : start + chunk, None] == gallery_video[None, :]] = -np.inf  # not the query's video
+        best[start : start + chunk] = sim.argmax(axis=1)
+    return best
+
+
 def rank1_reid(embeddings, identities, video_ids=None, *, chunk: int = 1024) -> ReidReport:
     """Rank-1 re-identification: each embedding queries the embeddings of all OTHER videos (cosine similarity).
 
@@ -283,17 +297,10 @@ def rank1_reid(embeddings, identities, video_ids=None, *, chunk: int = 1024) -> 
     """
     z = _finite("embeddings", embeddings, ndim=2).astype(np.float64)
     ids, vids, same_other = _reid_setup(identities, video_ids, len(z))
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    z = z / np.where(norms > 0, norms, 1.0)
     queries = np.flatnonzero(same_other > 0)  # a query counts only if its identity appears in another video
     if len(queries) == 0:
         raise ValueError("no identity appears in more than one video: rank-1 re-identification is undefined")
-    hits = 0
-    for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk]
-        sim = z[q] @ z.T  # (chunk, n)
-        sim[vids[q][:, None] == vids[None, :]] = -np.inf  # the query's own video is not in its gallery
-        hits += int(np.sum(ids[sim.argmax(axis=1)] == ids[q]))
+    hits = int(np.sum(ids[nearest_other(z[queries], z, vids[queries], vids, chunk=chunk)] == ids[queries]))
     return ReidReport(rank1=hits / len(queries), n_queries=len(queries), n_excluded=len(z) - len(queries))
 
 

@@ -58,13 +58,14 @@ def config_errors(cls: type, path: str | None, overrides: Sequence[str] = ()) ->
 
 
 def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
-    """A copy of the config dataclass `cfg` with `key=value` overrides applied and checked as `load_config` would:
-    for a job whose config is built from flags, so its key=value words work without a --config file too."""
+    """A copy of the config dataclass `cfg` with `key=value` overrides applied and checked as `load_config` would,
+    `${NAME}` in their values expanded as there: for a job whose config is built from flags, so its key=value words
+    work without a --config file too, and mean the same with one."""
     errors: list[str] = []
     raw = _plain(cfg)
-    for item in overrides:
-        _apply_override(raw, item, errors)
-    out = _convert(type(cfg), raw, "", errors)  # no ${NAME} expansion: the flags' values were never expanded
+    for item in overrides:  # only the words' values are expanded: the config's own strings were expanded already
+        _apply_override(raw, item, errors, expand=True)
+    out = _convert(type(cfg), raw, "", errors)
     if errors:
         raise ConfigError([f"<command line>: {e}" for e in errors])
     return out
@@ -156,7 +157,9 @@ def _expand_env(value: Any, where: str, errors: list[str]) -> Any:
     return text
 
 
-def _apply_override(raw: dict, item: str, errors: list[str]) -> None:
+def _apply_override(raw: dict, item: str, errors: list[str], expand: bool = False) -> None:
+    """Set one `key=value` word in the plain mapping `raw`; with `expand`, `${NAME}` in its value too (`_load`
+    expands the whole mapping afterwards instead, the file's strings with the words')."""
     key, sep, text = item.partition("=")
     names = key.strip().split(".")
     if not sep or not all(n.isidentifier() for n in names):
@@ -167,6 +170,8 @@ def _apply_override(raw: dict, item: str, errors: list[str]) -> None:
     except yaml.YAMLError:
         errors.append(f"override {item!r}: the value is not valid YAML (quote strings with special characters)")
         return
+    if expand:
+        value = _expand_env(value, key.strip(), errors)
     node = raw
     for i, name in enumerate(names[:-1]):
         if node.get(name) is None:  # absent or null: the override starts the section

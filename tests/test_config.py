@@ -75,14 +75,19 @@ def test_overrides_alone_need_no_file():
     assert cfg.model.name == "vit" and cfg.optim.lr == 3.0 and type(cfg.optim.lr) is float and cfg.stages == (7,)
 
 
-def test_overrides_apply_to_a_config_built_in_code():
+def test_overrides_apply_to_a_config_built_in_code(monkeypatch):
     # what a command whose required fields come from flags (anonvid evaluate) does with its key=value words
     from jobs.config import apply_overrides
 
-    base = Job(model=Model(name="vit"), heads=[Head("age", 5)])
-    cfg = apply_overrides(base, ["model.depth=4", "optim.betas=[0.5,0.6]", "heads=[{name: hat}]", "out=${X}"])
-    assert cfg.model == Model(name="vit", depth=4) and cfg.optim.betas == (0.5, 0.6) and cfg.heads == [Head("hat")]
-    assert cfg.out == "${X}" and base.model.depth == 12  # values as given; the base is left as it was
+    monkeypatch.setenv("X", "/data")
+    base = Job(model=Model(name="${X}"), heads=[Head("age", 5)])  # a flag's value: never expanded
+    words = ["model.depth=4", "optim.betas=[0.5,0.6]", 'heads=[{name: "$${X}"}]', "out=${X}/o"]
+    cfg = apply_overrides(base, words)
+    assert cfg.model == Model(name="${X}", depth=4) and cfg.optim.betas == (0.5, 0.6)
+    assert base.model.depth == 12  # the base is left as it was
+    # the words' values expand as load_config's do ($${ is a literal ${); the config's own strings stay as they were
+    assert (cfg.out, cfg.heads) == ("/data/o", [Head("${X}")])
+    assert cfg == load_config(Job, None, ["model.name=$${X}", *words])
     with pytest.raises(ConfigError) as e:
         apply_overrides(base, ["model.dept=4", "optim.lr=0", "mode=x"])
     assert len(e.value.errors) == 3 and "did you mean 'depth'" in str(e.value) and "lr must be > 0" in str(e.value)

@@ -214,7 +214,7 @@ def test_validate_config_inputs_reports_what_the_run_would_refuse(tmp_path, monk
     assert main(["validate-config", cfg, "manifest=nowhere/labels.parquet"]) == 0  # without --inputs: the file only
 
 
-def test_evaluate_key_value_words_apply_last_with_or_without_a_config_file(tmp_path):
+def test_evaluate_key_value_words_apply_last_with_or_without_a_config_file(tmp_path, monkeypatch):
     from jobs.cli import parse_args
     from jobs.commands.evaluate import build_config
 
@@ -229,3 +229,8 @@ def test_evaluate_key_value_words_apply_last_with_or_without_a_config_file(tmp_p
     argv = ["evaluate", "--method", "raw=o", "labels=l.parquet", "out=r", schema]
     cfg = build_config(parse_args(argv), argv[1:])
     assert (cfg.labels, cfg.out, cfg.label_schema.attributes) == ("l.parquet", "r", ["glasses", "scarf"])
+    # ${NAME} in a word means the same with a file as without one (applied twice with a file: expanded both times)
+    monkeypatch.setenv("REPORTS", "/reports")
+    for argv in (["evaluate", "--config", str(tmp_path / "ev.yaml"), "out=${REPORTS}/r"],
+                 ["evaluate", "--method", "raw=o", "labels=l.parquet", "out=${REPORTS}/r"]):  # fmt: skip
+        assert build_config(parse_args(argv), argv[1:]).out == "/reports/r"

@@ -341,8 +341,8 @@ def render_video(spec: VideoSpec, cfg: CorpusConfig, frame_indices: Sequence[int
     if frame_indices is not None and not all(0 <= t < cfg.frames for t in frame_indices):
         raise ValueError(f"frame_indices {list(frame_indices)} out of range: a clip has frames 0..{cfg.frames - 1}")
     pixel_seed = np.random.SeedSequence([cfg.seed, spec.index]).spawn(2)[1]
-    active = STYLES[spec.style].drivers[spec.action]
-    return render_clip(spec, active, cfg.frames, cfg.size, pixel_seed, frame_indices, STYLES[spec.style].drawing)
+    style = STYLES[spec.style]
+    return render_clip(spec, style.drivers[spec.action], cfg.frames, cfg.size, pixel_seed, frame_indices, style.drawing)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, codec: str, fps: int) -> None:
